@@ -148,26 +148,30 @@ export const noGrad = withoutRecording
 
 // ---- functional API over parameter trees ---------------------------------------------------------------------
 
-/** A tree of tensors: a tensor, an array of trees, or a plain object of trees. */
-export type ParamTree = Tensor | readonly ParamTree[] | { readonly [key: string]: ParamTree }
+/**
+ * A tree of tensors: a tensor, an array of trees, or a plain object (or interface-typed record) of trees.
+ * Typed as `object` so that interfaces like `LlamaParams` qualify; the walk checks the leaves at run time.
+ */
+export type ParamTree = Tensor | readonly ParamTree[] | object
 
 export function flattenTree(tree: ParamTree, isTensor: (v: unknown) => v is Tensor): Tensor[] {
   const out: Tensor[] = []
-  const walk = (v: ParamTree) => {
+  const walk = (v: unknown) => {
     if (isTensor(v)) out.push(v)
     else if (Array.isArray(v)) v.forEach(walk)
-    else for (const key of Object.keys(v)) walk((v as { [k: string]: ParamTree })[key])
+    else if (v !== null && typeof v === "object") for (const key of Object.keys(v)) walk((v as { [k: string]: unknown })[key])
+    else throw new TypeError(`parameter tree: expected tensors, arrays or objects, found ${String(v)}`)
   }
   walk(tree)
   return out
 }
 
 export function mapTree<T extends ParamTree>(tree: T, isTensor: (v: unknown) => v is Tensor, f: (t: Tensor) => Tensor): T {
-  const walk = (v: ParamTree): ParamTree => {
+  const walk = (v: unknown): unknown => {
     if (isTensor(v)) return f(v)
     if (Array.isArray(v)) return v.map(walk)
-    const o: { [k: string]: ParamTree } = {}
-    for (const key of Object.keys(v)) o[key] = walk((v as { [k: string]: ParamTree })[key])
+    const o: { [k: string]: unknown } = {}
+    for (const key of Object.keys(v as object)) o[key] = walk((v as { [k: string]: unknown })[key])
     return o
   }
   return walk(tree) as T

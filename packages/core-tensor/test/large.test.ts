@@ -34,7 +34,7 @@ for (const backend of BACKENDS) {
       const a = dev.full([m, k], 1 / 64)
       const b = dev.rand([k, 3], new Rng(1))
       const out = await ops.matmul(a, b).data()
-      const bs = await b.data()
+      const bs = Array.from(await b.data())
       const colSum = [0, 1, 2].map((j) => bs.filter((_, i) => i % 3 === j).reduce((s, v) => s + v, 0) / 64)
       for (const row of [0, m - 1]) for (let j = 0; j < 3; j++) expect(Math.abs(out[row * 3 + j] - colSum[j]) / colSum[j]).toBeLessThan(1e-4)
       a.dispose()
