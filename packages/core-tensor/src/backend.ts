@@ -43,7 +43,8 @@ export type ReduceOp = "sum" | "max"
  */
 export type KernelCall =
   /** out[i] = f(x[i]). x and out have the same shape. `cast` converts x.dtype → out.dtype
-   *  (float→int truncates toward zero; →bool is x != 0; bool→number is 0/1). For the other ops
+   *  (float→int truncates toward zero, NaN and values outside the int32 range are unspecified; →bool is
+   *  x != 0; bool→number is 0/1). For the other ops
    *  x and out are float32. */
   | { readonly kind: "unary"; readonly op: UnaryOp; readonly x: View; readonly out: View }
   /** out[i] = a[i] ∘ b[i]; a, b, out have the same shape (broadcasting is done with stride-0 views).

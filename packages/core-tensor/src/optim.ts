@@ -42,10 +42,11 @@ export class AdamW {
   /** One step. `lr` overrides the configured rate (for schedules). */
   step(params: ParamTree, grads: ParamTree, lr = this.options.lr): void {
     const { beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 } = this.options
+    const checked = pairs("AdamW.step", params, grads) // validate before counting the step
     this.t += 1
     const bc1 = 1 - beta1 ** this.t
     const bc2 = 1 - beta2 ** this.t
-    for (const [p, g0] of pairs("AdamW.step", params, grads)) {
+    for (const [p, g0] of checked) {
       if (p.size === 0) continue
       let s = this.state.get(p)
       if (s === undefined) {

@@ -23,7 +23,9 @@ describe("random draws on both backends", () => {
     const z = [await cpu.randn([n], new Rng(7)).data(), await gpu.randn([n], new Rng(7)).data()]
     let worst = 0
     for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(z[0][i] - z[1][i]) / (1 + Math.abs(z[0][i])))
-    expect(worst).toBeLessThan(1e-5)
+    // WGSL lets log/cos/sqrt be a few ulp (cos: 2⁻¹¹ absolute in the worst case) off, so normals are compared
+    // with 1e-4·(1 + |z|); llvmpipe lands around 1e-5.
+    expect(worst).toBeLessThan(1e-4)
   })
 
   it("draws have the right moments and successive draws differ", async () => {

@@ -1,0 +1,238 @@
+import { create, globals } from "webgpu"
+import type { Backend, BackendInfo, DeviceBuffer, KernelCall, KernelKind, KernelSpec, Program } from "../../backend.js"
+import { BackendUnavailableError, BufferLimitError } from "../../errors.js"
+import { BufferPool, GpuDeviceBuffer } from "./buffer-pool.js"
+import { DispatchRecorder } from "./dispatch-recorder.js"
+import { ProgramCache, type WebGpuProgram } from "./program-cache.js"
+
+/**
+ * The WebGPU backend on Dawn's Node bindings (`webgpu` on npm). Without a GPU it runs on Mesa's lavapipe, a
+ * Vulkan driver on the CPU (install it with scripts/setup-webgpu-lavapipe.sh).
+ *
+ * Work flow: `dispatch` records into one pending command encoder (see DispatchRecorder), which is submitted
+ * when the host needs results (`read`, `flush`), before host data lands (`write`), or when it grows long.
+ * Device errors (validation, out-of-memory, device loss) arrive asynchronously; they are kept and thrown from
+ * the next `read` or `flush` (device loss from every call after it) instead of being lost in a log.
+ */
+
+export interface WebGpuBackendOptions {
+  readonly powerPreference?: GPUPowerPreference
+  /** Bytes of freed buffers kept for reuse before further frees destroy them (default 1 GiB). */
+  readonly maxPooledBytes?: number
+}
+
+/** Limits asked at the adapter's maximum: big buffers and bindings, and room for large workgroups. */
+const MAXED_LIMITS = [
+  "maxBufferSize",
+  "maxStorageBufferBindingSize",
+  "maxStorageBuffersPerShaderStage",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+] as const
+
+/** Features enabled when offered; recorded in info.features, not used by any kernel yet. */
+const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups"]
+
+const INSTALL_HINT =
+  "WebGPU needs a Vulkan driver on Linux: on a machine without a GPU install Mesa's lavapipe (Mesa >= 25, " +
+  "e.g. `sudo scripts/setup-webgpu-lavapipe.sh`, which installs mesa-vulkan-drivers and libvulkan1), or use the cpu backend"
+
+let gpuInstance: GPU | null = null
+
+/** One Dawn instance per process: it is heavy, and the globals (GPUBufferUsage, …) only need installing once. */
+function gpu(): GPU {
+  if (gpuInstance !== null) return gpuInstance
+  for (const [name, value] of Object.entries(globals)) if (!(name in globalThis)) Object.assign(globalThis, { [name]: value })
+  gpuInstance = create([])
+  return gpuInstance
+}
+
+export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): Promise<Backend> {
+  let adapter: GPUAdapter | null
+  try {
+    adapter = await gpu().requestAdapter(options.powerPreference === undefined ? {} : { powerPreference: options.powerPreference })
+  } catch (cause) {
+    throw new BackendUnavailableError({ backend: "webgpu", message: `webgpu: Dawn failed to start (${String(cause)}). ${INSTALL_HINT}` })
+  }
+  if (adapter === null) throw new BackendUnavailableError({ backend: "webgpu", message: `webgpu: no GPU adapter found. ${INSTALL_HINT}` })
+
+  const requiredLimits: Record<string, number> = {}
+  for (const name of MAXED_LIMITS) requiredLimits[name] = adapter.limits[name]
+  const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f))
+  const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: "core-tensor" })
+
+  const a = adapter.info
+  const description = [a.vendor, a.architecture, a.device, a.description].filter((s) => s !== "").join(" ")
+  const info: BackendInfo = {
+    name: "webgpu",
+    device: description === "" ? "unknown adapter" : description,
+    features: [...device.features].sort(),
+    limits: { maxBufferSize: device.limits.maxBufferSize, maxBindingSize: device.limits.maxStorageBufferBindingSize },
+  }
+  return new WebGpuBackend(device, info, options.maxPooledBytes ?? 2 ** 30)
+}
+
+class WebGpuBackend implements Backend {
+  readonly name = "webgpu" as const
+  private readonly storage: BufferPool
+  private readonly staging: BufferPool
+  private readonly programs: ProgramCache
+  private readonly recorder: DispatchRecorder
+  private readonly live = new Set<GpuDeviceBuffer>()
+  private destroyed = false
+  private lost: string | null = null
+  private error: string | null = null
+  private moreErrors = 0
+
+  constructor(
+    private readonly device: GPUDevice,
+    readonly info: BackendInfo,
+    maxPooledBytes: number,
+  ) {
+    const maxBuffer = device.limits.maxBufferSize
+    this.storage = new BufferPool(device, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "tensor", maxBuffer, maxPooledBytes)
+    this.staging = new BufferPool(device, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "read staging", maxBuffer, 2 ** 28)
+    this.programs = new ProgramCache(device)
+    this.recorder = new DispatchRecorder(device)
+    device.addEventListener("uncapturederror", (event) => {
+      const message = (event as GPUUncapturedErrorEvent).error.message
+      if (this.error === null) this.error = message
+      else this.moreErrors++
+    })
+    void device.lost.then((lost) => {
+      if (!this.destroyed) this.lost = `${lost.reason}: ${lost.message}`
+    })
+  }
+
+  alloc(byteLength: number): DeviceBuffer {
+    this.assertUsable("alloc")
+    const limit = this.device.limits.maxBufferSize
+    if (byteLength > limit)
+      throw new BufferLimitError({ op: "alloc", bytes: byteLength, limit, message: `webgpu alloc: ${byteLength} bytes exceed this device's maxBufferSize of ${limit}` })
+    const buffer = new GpuDeviceBuffer(byteLength, this.storage.acquire(byteLength))
+    this.live.add(buffer)
+    return buffer
+  }
+
+  free(buffer: DeviceBuffer): void {
+    if (this.destroyed) return
+    const b = this.own(buffer, "free")
+    // Dispatches already recorded may still read it; that is fine: whoever gets it next writes it through the
+    // same queue, after them.
+    this.storage.release(b)
+    ;(buffer as GpuDeviceBuffer).gpu = null
+    this.live.delete(buffer as GpuDeviceBuffer)
+  }
+
+  write(buffer: DeviceBuffer, data: ArrayBufferView, byteOffset = 0): void {
+    this.assertUsable("write")
+    const target = this.own(buffer, "write")
+    const bytes = data.byteLength
+    if (byteOffset % 4 !== 0 || bytes % 4 !== 0)
+      throw new RangeError(`webgpu write: offset ${byteOffset} and length ${bytes} must be multiples of 4 bytes (whole elements)`)
+    if (byteOffset < 0 || byteOffset + bytes > buffer.byteLength)
+      throw new RangeError(`webgpu write: ${bytes} bytes at ${byteOffset} overrun a ${buffer.byteLength}-byte buffer`)
+    if (bytes === 0) return
+    // Submit first: a dispatch recorded earlier that reads this buffer must run before the new bytes land.
+    this.recorder.submit()
+    this.device.queue.writeBuffer(target, byteOffset, new Uint8Array(data.buffer, data.byteOffset, bytes))
+  }
+
+  async read(buffer: DeviceBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    this.assertUsable("read")
+    const source = this.own(buffer, "read")
+    if (byteOffset < 0 || byteLength < 0 || byteOffset + byteLength > buffer.byteLength)
+      throw new RangeError(`webgpu read: ${byteLength} bytes at ${byteOffset} overrun a ${buffer.byteLength}-byte buffer`)
+    if (byteLength === 0) {
+      await this.flush()
+      return new Uint8Array(0)
+    }
+    // Copies move whole words: widen the range to 4-byte boundaries and cut the answer out afterwards.
+    const start = Math.floor(byteOffset / 4) * 4
+    const end = Math.ceil((byteOffset + byteLength) / 4) * 4
+    const staging = this.staging.acquire(end - start)
+    this.recorder.submit((encoder) => encoder.copyBufferToBuffer(source, start, staging, 0, end - start))
+    try {
+      await staging.mapAsync(GPUMapMode.READ, 0, end - start)
+    } catch (cause) {
+      this.throwIfFailed()
+      throw cause
+    }
+    const bytes = new Uint8Array(staging.getMappedRange(0, end - start)).slice(byteOffset - start, byteOffset - start + byteLength)
+    staging.unmap()
+    this.staging.release(staging)
+    this.throwIfFailed()
+    return bytes
+  }
+
+  compile(spec: KernelSpec): Program {
+    this.assertUsable("compile")
+    return this.programs.get(spec)
+  }
+
+  dispatch(program: Program, call: KernelCall): void {
+    this.assertUsable(call.kind)
+    const p = program as WebGpuProgram<KernelKind>
+    if (p.kind !== call.kind) throw new Error(`webgpu dispatch: program ${p.key} cannot run a ${call.kind} call`)
+    const { pipeline, layout, bindings, params, grid } = this.programs.prepare(p, call)
+    const limit = this.device.limits.maxStorageBufferBindingSize
+    const buffers = bindings.map((b) => {
+      const gpuBuffer = this.own(b.view.buffer, call.kind)
+      if (b.view.buffer.byteLength > limit)
+        throw new BufferLimitError({
+          op: call.kind,
+          bytes: b.view.buffer.byteLength,
+          limit,
+          message: `${call.kind}: operand ${b.name} lives in a ${b.view.buffer.byteLength}-byte buffer, over this device's ${limit}-byte storage binding limit (maxStorageBufferBindingSize); kernels do not chunk yet`,
+        })
+      // Bind the whole buffer (offsets and strides travel in the uniforms), capped at the binding limit: a size
+      // class may round a buffer that fits the limit up past it.
+      return { buffer: gpuBuffer, size: Math.min(gpuBuffer.size, Math.floor(limit / 4) * 4) }
+    })
+    this.recorder.record(pipeline, layout, buffers, params, grid, p.key)
+  }
+
+  async flush(): Promise<void> {
+    this.assertUsable("flush")
+    this.recorder.submit()
+    await this.device.queue.onSubmittedWorkDone()
+    this.throwIfFailed()
+  }
+
+  destroy(): void {
+    if (this.destroyed) return
+    this.destroyed = true
+    for (const b of this.live) {
+      b.gpu?.destroy()
+      b.gpu = null
+    }
+    this.live.clear()
+    this.storage.destroy()
+    this.staging.destroy()
+    this.device.destroy()
+  }
+
+  private own(buffer: DeviceBuffer, op: string): GPUBuffer {
+    if (!(buffer instanceof GpuDeviceBuffer)) throw new Error(`webgpu ${op}: the buffer was not allocated by a webgpu backend`)
+    if (buffer.gpu === null) throw new Error(`webgpu ${op}: use of a freed buffer`)
+    return buffer.gpu
+  }
+
+  private assertUsable(op: string): void {
+    if (this.destroyed) throw new Error(`webgpu ${op}: the backend has been destroyed`)
+    if (this.lost !== null) throw new Error(`webgpu ${op}: the device was lost (${this.lost})`)
+  }
+
+  /** Throw the device error that arrived since the last check, if any (device loss stays sticky). */
+  private throwIfFailed(): void {
+    if (this.lost !== null) throw new Error(`webgpu: the device was lost (${this.lost})`)
+    if (this.error === null) return
+    const more = this.moreErrors > 0 ? ` (and ${this.moreErrors} more error${this.moreErrors > 1 ? "s" : ""})` : ""
+    const message = `webgpu: device error: ${this.error}${more}`
+    this.error = null
+    this.moreErrors = 0
+    throw new Error(message)
+  }
+}
