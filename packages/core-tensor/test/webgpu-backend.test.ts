@@ -210,6 +210,21 @@ describe("webgpu backend basics", () => {
     expect(Array.from(await download(gpu, acc)).every((v) => v === 700)).toBe(true)
   })
 
+  it("surfaces a device error on the next flush, then keeps working", async () => {
+    // exp of an int32 is outside the contract (float ops are float32 only) and fails WGSL validation: the error
+    // arrives asynchronously and must come out of flush rather than vanish into a log.
+    const x = upload(gpu, tensor([8], ints(0, 5), "int32"))
+    const out = upload(gpu, output([8], "int32"))
+    const bad: KernelCall = { kind: "unary", op: "exp", x, out }
+    gpu.dispatch(gpu.compile(specOf(bad)), bad)
+    await expect(gpu.flush()).rejects.toThrow(/device error/)
+    const copy: KernelCall = { kind: "copy", x, out }
+    gpu.dispatch(gpu.compile(specOf(copy)), copy)
+    expect(Array.from(await download(gpu, out))).toEqual(Array.from(await download(gpu, x)))
+    gpu.free(x.buffer)
+    gpu.free(out.buffer)
+  })
+
   it("refuses a view whose buffer exceeds the storage binding limit", () => {
     const limit = gpu.info.limits.maxBindingSize
     const buffer = gpu.alloc(limit + 4)
@@ -361,6 +376,7 @@ describe("matmul matches the cpu backend", () => {
     [64, 64, 64],
     [130, 70, 45],
     [5, 129, 3],
+    [200, 40, 260],
   ]
   for (const [M, K, N] of shapes)
     it(`${M}x${K} @ ${K}x${N}`, async () => {
@@ -383,6 +399,14 @@ describe("matmul matches the cpu backend", () => {
     const a4 = tensor([2, 1, 3, 2, 9, 10])
     const b4 = tensor([2, 1, 3, 2, 10, 11], normal, "float32", { broadcast: [0, 3] })
     await check("matmul batch rank 4", (up) => ({ kind: "matmul", a: up(a4), b: up(b4), out: up(output([2, 1, 3, 2, 9, 11])) }), ["out"], ACCUMULATING)
+  })
+
+  // 66000 tiny workgroups of 256 invocations take ~10 s on lavapipe: opt in with BDVAX_SLOW_TESTS=1.
+  it.skipIf(process.env.BDVAX_SLOW_TESTS !== "1")("more batches than one grid dimension holds", async () => {
+    const batch = 66000
+    const a = tensor([batch, 1, 2])
+    const b = tensor([batch, 2, 1], normal, "float32", { order: [0, 2, 1] })
+    await check("matmul 66000 batches", (up) => ({ kind: "matmul", a: up(a), b: up(b), out: up(output([batch, 1, 1])) }), ["out"], ACCUMULATING)
   })
 
   it("reports its speed at 512³ (informational)", async () => {
@@ -455,6 +479,18 @@ describe("composite kernels match the cpu backend", () => {
       "rmsNormBackward",
       (up) => ({ kind: "rmsNormBackward", x: up(x), weight: up(weight), rstd: up(rstd), g: up(g), dx: up(output([R, D])) }),
       ["dx"],
+      ACCUMULATING,
+    )
+  })
+
+  it("rmsNorm over more rows than one grid dimension holds", async () => {
+    const [R, D] = [70000, 3]
+    const x = tensor([R, D])
+    const weight = tensor([D])
+    await check(
+      "rmsNorm many rows",
+      (up) => ({ kind: "rmsNorm", eps: 1e-6, x: up(x), weight: up(weight), out: up(output([R, D])), rstd: up(output([R])) }),
+      ["out", "rstd"],
       ACCUMULATING,
     )
   })

@@ -1,5 +1,5 @@
 import { ELEMENTWISE_THREADS, type KernelTable } from "./kernel.js"
-import { output, threadGrid } from "./wgsl-helpers.js"
+import { output, sizeOfShape, threadGrid } from "./wgsl-helpers.js"
 
 /**
  * Philox-4x32-10, a line-by-line port of rng.ts with the same u32 arithmetic (mulhi via 16-bit halves, wrapping
@@ -50,7 +50,7 @@ export const randomKernels = {
   random: {
     bindings: ({ out }) => [output("out", out)],
     params: ({ seed, stream, offset, out }, p) => {
-      const n = out.shape.reduce((a, b) => a * b, 1)
+      const n = sizeOfShape(out.shape)
       // Counter word 0 is (i + offset) mod 2^32: pass offset mod 2^32 and let the u32 sum wrap.
       p.u32("n", n).u32("ctr_off", offset % 4294967296).u32("stream_lo", stream[0]).u32("stream_hi", stream[1])
       p.u32("seed_lo", seed[0]).u32("seed_hi", seed[1]).u32("out_off", out.offset)
@@ -62,9 +62,6 @@ export const randomKernels = {
   let w = philox4x32(vec4<u32>(gi + ctr_off, 0u, stream_lo, stream_hi), vec2<u32>(seed_lo, seed_hi));
 ${SAMPLE[dist]}`,
     }),
-    grid: ({ out }) => threadGrid(
-      out.shape.reduce((a, b) => a * b, 1),
-      ELEMENTWISE_THREADS,
-    ),
+    grid: ({ out }) => threadGrid(sizeOfShape(out.shape), ELEMENTWISE_THREADS),
   },
 } satisfies KernelTable<"random">

@@ -63,11 +63,13 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
   const requiredFeatures = OPTIONAL_FEATURES.filter((f) => adapter.features.has(f))
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: "core-tensor" })
 
+  // e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) 0.0.1 [mesa software]"; drivers fill these fields unevenly.
   const a = adapter.info
-  const description = [a.vendor, a.architecture, a.device, a.description].filter((s) => s !== "").join(" ")
+  const kind = [a.vendor, a.architecture].filter((s) => s !== "").join(" ")
+  const name = a.description !== "" ? a.description : a.device !== "" ? a.device : "unknown adapter"
   const info: BackendInfo = {
     name: "webgpu",
-    device: description === "" ? "unknown adapter" : description,
+    device: kind === "" ? name : `${name} [${kind}]`,
     features: [...device.features].sort(),
     limits: { maxBufferSize: device.limits.maxBufferSize, maxBindingSize: device.limits.maxStorageBufferBindingSize },
   }
@@ -157,6 +159,7 @@ class WebGpuBackend implements Backend {
     try {
       await staging.mapAsync(GPUMapMode.READ, 0, end - start)
     } catch (cause) {
+      staging.destroy()
       this.throwIfFailed()
       throw cause
     }
