@@ -1,1 +1,5 @@
-export {}
+export * from "./errors.js"
+export * from "./model-config.js"
+export { forward, initParams, validateParams, type Params, type LoraWeights, type ForwardOptions, type ForwardResult } from "./model.js"
+export { KVCache } from "./kv-cache.js"
+export { inverseFrequencies, ropeTables } from "./rope.js"
