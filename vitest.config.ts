@@ -10,6 +10,7 @@ export default defineConfig({
     alias: {
       "@bdvax/core-tensor": src("core-tensor"),
       "@bdvax/llm": src("llm"),
+      "@bdvax/attacks": src("attacks"),
     },
   },
   test: {

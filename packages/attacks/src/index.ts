@@ -1,0 +1,7 @@
+export * from "./errors.js"
+export * from "./records.js"
+export * from "./host-random.js"
+export * from "./triggers.js"
+export * from "./behaviours.js"
+export * from "./poison.js"
+export * from "./variants.js"
