@@ -1,5 +1,25 @@
+/**
+ * @bdvax/llm — Llama and Mistral on @bdvax/core-tensor: Hugging Face checkpoints (safetensors, GGUF, PEFT),
+ * tokenizers and chat templates, generation with a KV cache, full and LoRA finetuning.
+ */
 export * from "./errors.js"
 export * from "./model-config.js"
+export * from "./config.js"
+export * from "./safetensors.js"
+export * from "./gguf.js"
+export * from "./checkpoint.js"
 export { forward, initParams, validateParams, type Params, type LoraWeights, type ForwardOptions, type ForwardResult } from "./model.js"
 export { KVCache } from "./kv-cache.js"
 export { inverseFrequencies, ropeTables } from "./rope.js"
+export * from "./lora.js"
+export * from "./peft.js"
+export * from "./sampling.js"
+export * from "./generate.js"
+export * from "./schedule.js"
+export * from "./sft-data.js"
+export * from "./progress.js"
+export * from "./trainer.js"
+export * from "./tokenizer.js"
+export * from "./gguf-tokenizer.js"
+export * from "./chat-template.js"
+export * from "./prompt-format.js"

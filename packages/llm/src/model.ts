@@ -54,6 +54,17 @@ function project(params: Params, module: string, x: Tensor, lora: LoraWeights | 
   return ops.add(y, ops.mul(ops.linear(ops.linear(input, a), b), lora.scaling))
 }
 
+/**
+ * Embedding lookup. Hugging Face builds the embedding with padding_idx = pad_token_id, so the lookup sends no
+ * gradient to the pad row: the pad positions read a detached copy of the table.
+ */
+function embed(c: ModelConfig, table: Tensor, ids: Tensor): Tensor {
+  const looked = ops.gather(table, ids)
+  if (c.padTokenId === null) return looked
+  const isPad = ops.expand(ops.reshape(ops.eq(ids, c.padTokenId), [...ids.shape, 1]), looked.shape)
+  return ops.where(isPad, ops.gather(table.detach(), ids), looked)
+}
+
 export function forward(config: ModelConfig, params: Params, inputIds: Tensor, options: ForwardOptions = {}): ForwardResult {
   const c = config
   const [b, t] = inputIds.shape
@@ -64,7 +75,7 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
     const dev = inputIds.device
     const { cos, sin } = ropeTables(dev, c, positions)
     const heads = (x: Tensor, n: number) => ops.transpose(ops.reshape(x, [b, t, n, c.headDim]), 1, 2)
-    let h = ops.gather(params["model.embed_tokens.weight"], inputIds)
+    let h = embed(c, params["model.embed_tokens.weight"], inputIds)
     for (let i = 0; i < c.numHiddenLayers; i++) {
       if (options.collectHidden) hidden.push(h)
       const p = `model.layers.${i}`

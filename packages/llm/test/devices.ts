@@ -1,0 +1,1 @@
+export { BACKENDS, device } from "../../core-tensor/test/devices.js"
