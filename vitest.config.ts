@@ -11,6 +11,7 @@ export default defineConfig({
       "@bdvax/core-tensor": src("core-tensor"),
       "@bdvax/llm": src("llm"),
       "@bdvax/attacks": src("attacks"),
+      "@bdvax/eval": src("eval"),
     },
   },
   test: {

@@ -28,6 +28,8 @@ export interface ForwardOptions {
   /** [B, past + T] bool: false marks padding keys (left-padded batches). */
   readonly keyMask?: Tensor
   readonly lora?: LoraWeights
+  /** Compute the LM head only at the last position (logits [B, 1, V]): a prefill needs no more. */
+  readonly lastPositionOnly?: boolean
   /** Also return the hidden state entering each layer and the final normed state (for CROW, Wanda, probes). */
   readonly collectHidden?: boolean
 }
@@ -98,7 +100,8 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
       h = ops.add(h, project(params, `${p}.mlp.down_proj`, ops.siluMul(gate, up), options.lora))
     }
     if (options.collectHidden) hidden.push(h)
-    const normed = ops.rmsNorm(h, params["model.norm.weight"], c.rmsNormEps)
+    const top = options.lastPositionOnly ? ops.slice(h, [0, t - 1, 0], [b, t, c.hiddenSize]) : h
+    const normed = ops.rmsNorm(top, params["model.norm.weight"], c.rmsNormEps)
     const head = c.tieWordEmbeddings ? params["model.embed_tokens.weight"] : params["lm_head.weight"]
     return { logits: ops.linear(normed, head), hidden }
   })
