@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Peer figures for packages/core-tensor/bench/bench-tensor.ts: the same measurements in PyTorch on the CPU.
+"""Peer figures for packages/core-tensor/bench/bench-tensor.ts: the same workloads in PyTorch (CPU) and NumPy.
 
-  python3 scripts/bench_peer_torch.py [--json] [--quick] [--no-block] [--budget SECONDS] [--max-runs N]
+  python3 scripts/bench_peer_torch.py [--json] [--quick] [--budget SECONDS] [--max-runs N] [--cold-limit SECONDS]
+                                      [--no-torch] [--no-numpy] [--no-transposed] [--no-mlp] [--no-block]
 
-Measures, with torch.set_num_threads(os.cpu_count()):
+PyTorch, with torch.set_num_threads(os.cpu_count()):
   * f32 matmul GFLOP/s at M×K×N = 1024³, 2048³ (skipped by --quick) and 64×576×1536;
-  * the step time of one Llama-style transformer block forward + backward (the SmolLM2-135M block: d=576, 9 heads,
+  * the transpose variants NT, TN, TT at 1024³ and 64×576×1536: the transposed operand is stored transposed and
+    passed as a `.t()` view (no copy; torch hands the transpose to its BLAS);
+  * one training step of the MLP 1024→4096→1024 (ReLU), batch 64: forward, MSE loss to a fixed target, backward,
+    torch.optim.Adam (lr 1e-3, no weight decay) — on the same numbers as the JavaScript libraries (`hash_data`);
+  * the forward + backward step of one Llama-style transformer block (the SmolLM2-135M block: d=576, 9 heads,
     3 KV heads, head dim 64, ffn 1536, seq 128, batch 4), loss = mean of the output squares, gradients w.r.t. the
-    block's weights — the same block bench-tensor.ts builds from bdvax ops.
+    block's weights — the same block bench-tensor.ts builds from bdvax ops — and its peak memory: what was resident
+    before the step (parameters, input, rope tables) plus the high-water mark of the step's own allocations, from
+    torch.profiler's memory events (profile_memory=True; tracemalloc does not see torch's allocator).
+NumPy (its own BLAS threads): matmul and the transpose variants (`.T` views, handed to BLAS without a copy).
 
 Timing: one warm-up run, then timed runs until `max-runs` runs or (≥ 1 run and ≥ `budget` seconds); the median is
-reported. Falls back to NumPy (matmul only) when torch cannot be imported; prints "peer unavailable" (or
-{"available": false, ...} with --json) when neither can, and exits 0 either way.
+reported. With --json, every stdout line is the whole result so far as one JSON object (the last line is final), so
+a run that dies half-way still reports what it measured; progress goes to stderr as "[peer] …" lines. Exits 0 when
+neither torch nor numpy can be imported ("available": false).
 """
 from __future__ import annotations
 
@@ -26,6 +35,13 @@ import time
 
 MATMUL_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (64, 576, 1536)]
 QUICK_SKIP = {(2048, 2048, 2048)}
+TRANSPOSE_SHAPES = [(1024, 1024, 1024), (64, 576, 1536)]
+T_VARIANTS = ["NT", "TN", "TT"]
+
+# The MLP of bench/shared.ts (MLP).
+MLP = dict(batch=64, din=1024, hidden=4096, dout=1024, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, init_std=0.02)
+MLP_SEEDS = dict(w1=11, w2=12, x=13, target=14)
+MLP_FLOPS = 2 * MLP["batch"] * (2 * MLP["din"] * MLP["hidden"] + 3 * MLP["hidden"] * MLP["dout"])
 
 # SmolLM2-135M block.
 D, HEADS, KV_HEADS, HEAD_DIM, FFN, SEQ, BATCH = 576, 9, 3, 64, 1536, 128, 4
@@ -36,9 +52,23 @@ def shape_key(m: int, k: int, n: int) -> str:
     return f"{m}x{k}x{n}"
 
 
-def measure(fn, budget: float, max_runs: int) -> dict:
-    """Warm-up run, then timed runs until max_runs, or ≥ 1 run and ≥ budget seconds; median in ms."""
+def progress(msg: str) -> None:
+    print(f"[peer] {msg}", file=sys.stderr, flush=True)
+
+
+def err_text(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:400]
+
+
+def measure(fn, budget: float, max_runs: int, cold_limit: float | None = None) -> dict:
+    """Warm-up run, then timed runs until max_runs, or ≥ 1 run and ≥ budget seconds; median in ms.
+
+    With cold_limit (--quick), a warm-up that alone takes ≥ cold_limit seconds is reported as the single run."""
+    w0 = time.perf_counter()
     fn()
+    warm = (time.perf_counter() - w0) * 1e3
+    if cold_limit is not None and warm >= cold_limit * 1e3:
+        return {"ms": warm, "min_ms": warm, "runs": 1, "all_ms": [round(warm, 2)], "cold": True}
     times = []
     start = time.perf_counter()
     while len(times) < max_runs:
@@ -47,32 +77,89 @@ def measure(fn, budget: float, max_runs: int) -> dict:
         times.append((time.perf_counter() - t0) * 1e3)
         if time.perf_counter() - start >= budget:
             break
-    return {"ms": statistics.median(times), "min_ms": min(times), "runs": len(times)}
+    return {"ms": statistics.median(times), "min_ms": min(times), "runs": len(times), "all_ms": [round(t, 2) for t in times]}
 
 
-def bench_matmul_torch(torch, shapes, budget, max_runs):
-    out = {}
-    g = torch.Generator().manual_seed(0)
-    for m, k, n in shapes:
-        a = torch.randn(m, k, generator=g, dtype=torch.float32)
-        b = torch.randn(k, n, generator=g, dtype=torch.float32)
-        with torch.no_grad():
-            r = measure(lambda: torch.matmul(a, b), budget, max_runs)
-        r["gflops"] = 2.0 * m * k * n / (r["ms"] * 1e6)
-        out[shape_key(m, k, n)] = r
-    return out
+def hash_data(np, n: int, seed: int, std: float = 1.0):
+    """bench/shared.ts hashData, bit for bit: element i is lowbias32(i + lowbias32(seed)), scaled to uniform with
+    mean 0 and standard deviation `std`."""
+
+    def hash32(x):
+        x = x ^ (x >> np.uint32(16))
+        x = np.multiply(x, np.uint32(0x7FEB352D), dtype=np.uint32)
+        x = x ^ (x >> np.uint32(15))
+        x = np.multiply(x, np.uint32(0x846CA68B), dtype=np.uint32)
+        return x ^ (x >> np.uint32(16))
+
+    mix = int(hash32(np.array([seed], dtype=np.uint32))[0])
+    keys = ((np.arange(n, dtype=np.uint64) + np.uint64(mix)) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    h = hash32(keys).astype(np.float64)
+    return ((((h + 0.5) * 2.3283064365386963e-10) * 2 - 1) * (math.sqrt(3) * std)).astype(np.float32)
 
 
-def bench_matmul_numpy(np, shapes, budget, max_runs):
-    out = {}
-    rng = np.random.default_rng(0)
-    for m, k, n in shapes:
-        a = rng.standard_normal((m, k), dtype=np.float32)
-        b = rng.standard_normal((k, n), dtype=np.float32)
-        r = measure(lambda: a @ b, budget, max_runs)
-        r["gflops"] = 2.0 * m * k * n / (r["ms"] * 1e6)
-        out[shape_key(m, k, n)] = r
-    return out
+def operand_shapes(m: int, k: int, n: int, v: str):
+    return ((k, m) if v[0] == "T" else (m, k)), ((n, k) if v[1] == "T" else (k, n))
+
+
+# ---- torch ----------------------------------------------------------------------------------------------------------
+
+
+def bench_matmul_torch(torch, shape, v, opts):
+    m, k, n = shape
+    g = torch.Generator().manual_seed(m + k + n)
+    sa, sb = operand_shapes(m, k, n, v)
+    a = torch.randn(*sa, generator=g, dtype=torch.float32)
+    b = torch.randn(*sb, generator=g, dtype=torch.float32)
+    av = a.t() if v[0] == "T" else a
+    bv = b.t() if v[1] == "T" else b
+    with torch.no_grad():
+        r = measure(lambda: torch.matmul(av, bv), *opts)
+    r["gflops"] = 2.0 * m * k * n / (r["ms"] * 1e6)
+    return r
+
+
+def bench_mlp_torch(torch, np, opts):
+    import torch.nn.functional as F
+
+    B, din, H, dout = MLP["batch"], MLP["din"], MLP["hidden"], MLP["dout"]
+
+    def t(data, *shape, grad=False):
+        x = torch.from_numpy(data).reshape(*shape)
+        return x.requires_grad_(True) if grad else x
+
+    w1 = t(hash_data(np, din * H, MLP_SEEDS["w1"], MLP["init_std"]), din, H, grad=True)
+    b1 = torch.zeros(H, requires_grad=True)
+    w2 = t(hash_data(np, H * dout, MLP_SEEDS["w2"], MLP["init_std"]), H, dout, grad=True)
+    b2 = torch.zeros(dout, requires_grad=True)
+    x = t(hash_data(np, B * din, MLP_SEEDS["x"]), B, din)
+    target = t(hash_data(np, B * dout, MLP_SEEDS["target"]), B, dout)
+    opt = torch.optim.Adam([w1, b1, w2, b2], lr=MLP["lr"], betas=(MLP["beta1"], MLP["beta2"]), eps=MLP["eps"], weight_decay=0.0)
+    losses = []
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        y = torch.relu(x @ w1 + b1) @ w2 + b2
+        loss = F.mse_loss(y, target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+
+    r = measure(step, *opts)
+    r["gflops"] = MLP_FLOPS / (r["ms"] * 1e6)
+    r["loss0"] = float(losses[0])
+    r["loss_last"] = float(losses[-1])
+    r["steps"] = len(losses)
+    # Peak memory of one more step, started like bdvax's: parameters, inputs and Adam state resident, no gradients.
+    try:
+        opt.zero_grad(set_to_none=True)
+        state = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+        resident = sum(t.numel() * t.element_size() for t in [w1, b1, w2, b2, x, target, *state])
+        extra = step_peak_bytes(torch, step)
+        r.update(resident_bytes=resident, step_bytes=extra, peak_bytes=resident + extra)
+        r["peak_note"] = "torch.profiler memory events (profile_memory=True): resident tensors + the step's high-water mark"
+    except Exception as e:  # noqa: BLE001 - report, don't fail the row
+        r["peak_note"] = f"n/a ({err_text(e)})"
+    return r
 
 
 def rope_tables(torch, t: int, dh: int):
@@ -83,7 +170,22 @@ def rope_tables(torch, t: int, dh: int):
     return emb.cos(), emb.sin()
 
 
-def bench_block_torch(torch, budget, max_runs):
+def step_peak_bytes(torch, fn) -> int:
+    """High-water mark of the CPU allocations made while fn runs, from torch.profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    cur = peak = 0
+    for e in events:
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return peak
+
+
+def bench_block_torch(torch, opts):
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
@@ -128,6 +230,8 @@ def bench_block_torch(torch, budget, max_runs):
         rep = HEADS // KV_HEADS
         return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True)
 
+    losses = []
+
     def step():
         for t in p.values():
             t.grad = None
@@ -141,23 +245,78 @@ def bench_block_torch(torch, budget, max_runs):
         out = x1 + F.linear(F.silu(F.linear(h2, p["wg"])) * F.linear(h2, p["wu"]), p["wd"])
         loss = out.pow(2).mean()
         loss.backward()
-        return loss
+        losses.append(loss.detach())
 
-    r = measure(step, budget, max_runs)
+    r = measure(step, *opts)
     r["attention"] = "sdpa(enable_gqa)" if gqa_native else "sdpa(repeat_interleave)"
+    r["loss0"] = float(losses[0])
+    # Peak memory of one more step, started like the timed ones after the cleanup: no gradients alive.
+    try:
+        for t in p.values():
+            t.grad = None
+        resident = sum(t.numel() * t.element_size() for t in [*p.values(), x, cos, sin])
+        extra = step_peak_bytes(torch, step)
+        r.update(resident_bytes=resident, step_bytes=extra, peak_bytes=resident + extra)
+        r["peak_note"] = "torch.profiler memory events (profile_memory=True): resident tensors + the step's high-water mark"
+    except Exception as e:  # noqa: BLE001 - report, don't fail the row
+        r["peak_note"] = f"n/a ({err_text(e)})"
     return r
+
+
+# ---- numpy ----------------------------------------------------------------------------------------------------------
+
+
+def bench_matmul_numpy(np, shape, v, opts):
+    m, k, n = shape
+    rng = np.random.default_rng(m + k + n)
+    sa, sb = operand_shapes(m, k, n, v)
+    a = rng.standard_normal(sa, dtype=np.float32)
+    b = rng.standard_normal(sb, dtype=np.float32)
+    av = a.T if v[0] == "T" else a
+    bv = b.T if v[1] == "T" else b
+    r = measure(lambda: av @ bv, *opts)
+    r["gflops"] = 2.0 * m * k * n / (r["ms"] * 1e6)
+    return r
+
+
+def numpy_blas(np) -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+# ---- main -----------------------------------------------------------------------------------------------------------
+
+
+def run_section(out: dict, key: str, label: str, fn, emit):
+    try:
+        out[key] = fn()
+        r = out[key]
+        progress(f"{label}: " + (f"{r['gflops']:.2f} GFLOP/s" if "gflops" in r and "loss0" not in r else f"{r['ms']:.1f} ms"))
+    except Exception as e:  # noqa: BLE001 - a failing measurement is a row, not an abort
+        out[key] = {"error": err_text(e)}
+        progress(f"{label}: failed: {out[key]['error']}")
+    emit()
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON lines on stdout (the last is final)")
     ap.add_argument("--quick", action="store_true", help="fewer runs, skip 2048^3")
-    ap.add_argument("--no-block", action="store_true", help="skip the transformer block")
     ap.add_argument("--budget", type=float, default=None, help="seconds per measurement after warm-up")
     ap.add_argument("--max-runs", type=int, default=None, help="timed runs per measurement at most")
+    ap.add_argument("--cold-limit", type=float, default=None, help="report a warm-up this slow (s) as the only run")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--no-numpy", action="store_true")
+    ap.add_argument("--no-transposed", action="store_true", help="skip the NT/TN/TT matmuls")
+    ap.add_argument("--no-mlp", action="store_true", help="skip the MLP training step")
+    ap.add_argument("--no-block", action="store_true", help="skip the transformer block")
     args = ap.parse_args()
     budget = args.budget if args.budget is not None else (1.0 if args.quick else 3.0)
     max_runs = args.max_runs if args.max_runs is not None else (5 if args.quick else 20)
+    opts = (budget, max_runs, args.cold_limit)
     shapes = [s for s in MATMUL_SHAPES if not (args.quick and s in QUICK_SKIP)]
     threads = os.cpu_count() or 1
 
@@ -168,46 +327,86 @@ def main() -> int:
         "threads": threads,
         "budget_s": budget,
         "max_runs": max_runs,
+        "torch": {"available": False, "error": "skipped (--no-torch)"},
+        "numpy": {"available": False, "error": "skipped (--no-numpy)"},
     }
-    errors = []
+
+    def emit():
+        if args.json:
+            print(json.dumps(result), flush=True)
+
+    np = None
     try:
-        import torch
-
-        torch.set_num_threads(threads)
-        result.update(available=True, library="torch", version=torch.__version__, name=f"torch {torch.__version__} cpu")
-        result["matmul"] = bench_matmul_torch(torch, shapes, budget, max_runs)
-        if not args.no_block:
-            block = bench_block_torch(torch, budget, max_runs)
-            result["block_ms"] = block["ms"]
-            result["block"] = block
+        import numpy as np
     except ImportError as e:
-        errors.append(f"torch: {e}")
+        if not args.no_numpy:
+            result["numpy"] = {"available": False, "error": f"numpy: {e}"}
+
+    if not args.no_torch:
         try:
-            import numpy as np
+            import torch
 
-            result.update(available=True, library="numpy", version=np.__version__, name=f"numpy {np.__version__}")
-            result["matmul"] = bench_matmul_numpy(np, shapes, budget, max_runs)
-            result["block_ms"] = None
-            result["block"] = {"error": "needs torch (numpy fallback measures matmul only)"}
-        except ImportError as e2:
-            errors.append(f"numpy: {e2}")
-    if errors:
-        result["errors"] = errors
+            torch.set_num_threads(threads)
+            cfg = torch.__config__.show()
+            blas = "MKL" if "BLAS_INFO=mkl" in cfg else "OpenBLAS" if "BLAS_INFO=open" in cfg else "?"
+            tr = {"available": True, "version": torch.__version__, "name": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "blas": blas}
+            result["torch"] = tr
+            result["available"] = True
+            emit()
+            tr["matmul"] = {}
+            for s in shapes:
+                run_section(tr["matmul"], shape_key(*s), f"torch matmul {shape_key(*s)}", lambda s=s: bench_matmul_torch(torch, s, "NN", opts), emit)
+            if not args.no_transposed:
+                tr["transposed"] = {}
+                for s in TRANSPOSE_SHAPES:
+                    tr["transposed"][shape_key(*s)] = {}
+                    for v in T_VARIANTS:
+                        run_section(tr["transposed"][shape_key(*s)], v, f"torch matmul {shape_key(*s)} {v}", lambda s=s, v=v: bench_matmul_torch(torch, s, v, opts), emit)
+            if not args.no_mlp:
+                if np is None:
+                    tr["mlp"] = {"error": "needs numpy (for the shared input data)"}
+                else:
+                    run_section(tr, "mlp", "torch mlp step", lambda: bench_mlp_torch(torch, np, opts), emit)
+            if not args.no_block:
+                run_section(tr, "block", "torch block fwd+bwd", lambda: bench_block_torch(torch, opts), emit)
+        except ImportError as e:
+            result["torch"] = {"available": False, "error": f"torch: {e}"}
+            emit()
 
+    if not args.no_numpy and np is not None:
+        nr = {"available": True, "version": np.__version__, "name": f"numpy {np.__version__}", "blas": numpy_blas(np), "matmul": {}}
+        result["numpy"] = nr
+        result["available"] = True
+        for s in shapes:
+            run_section(nr["matmul"], shape_key(*s), f"numpy matmul {shape_key(*s)}", lambda s=s: bench_matmul_numpy(np, s, "NN", opts), emit)
+        if not args.no_transposed:
+            nr["transposed"] = {}
+            for s in TRANSPOSE_SHAPES:
+                nr["transposed"][shape_key(*s)] = {}
+                for v in T_VARIANTS:
+                    run_section(nr["transposed"][shape_key(*s)], v, f"numpy matmul {shape_key(*s)} {v}", lambda s=s, v=v: bench_matmul_numpy(np, s, v, opts), emit)
+
+    emit()
     if args.json:
-        print(json.dumps(result))
         return 0
     if not result["available"]:
-        print("peer unavailable: " + "; ".join(errors))
+        print("peer unavailable: " + "; ".join(r.get("error", "") for r in (result["torch"], result["numpy"])))
         return 0
-    print(f"peer: {result['name']}, {threads} threads (python {result['python']})")
-    for key, r in result["matmul"].items():
-        print(f"  matmul {key:>16}  {r['gflops']:9.2f} GFLOP/s  {r['ms']:9.2f} ms  ({r['runs']} runs)")
-    block = result.get("block")
-    if block and "ms" in block:
-        print(f"  block fwd+bwd     {block['ms']:9.2f} ms  ({block['runs']} runs, {block['attention']})")
-    elif block:
-        print(f"  block: {block['error']}")
+    for lib in ("torch", "numpy"):
+        r = result[lib]
+        if not r.get("available"):
+            print(f"{lib}: unavailable ({r.get('error')})")
+            continue
+        print(f"{r['name']} ({r.get('blas', '?')}), {threads} threads, python {result['python']}")
+        for key, m in r.get("matmul", {}).items():
+            print(f"  matmul {key:>16}     " + (f"{m['gflops']:9.2f} GFLOP/s  {m['ms']:9.2f} ms" if "gflops" in m else m["error"]))
+        for key, vs in r.get("transposed", {}).items():
+            for v, m in vs.items():
+                print(f"  matmul {key:>16} {v}  " + (f"{m['gflops']:9.2f} GFLOP/s  {m['ms']:9.2f} ms" if "gflops" in m else m["error"]))
+        for sec in ("mlp", "block"):
+            m = r.get(sec)
+            if m is not None:
+                print(f"  {sec:<24} " + (f"{m['ms']:9.2f} ms  loss0 {m['loss0']:.5f}" if "ms" in m else m["error"]))
     return 0
 
 
