@@ -78,8 +78,8 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
     const { cos, sin } = ropeTables(dev, c, positions)
     const heads = (x: Tensor, n: number) => ops.transpose(ops.reshape(x, [b, t, n, c.headDim]), 1, 2)
     let h = embed(c, params["model.embed_tokens.weight"], inputIds)
-    for (let i = 0; i < c.numHiddenLayers; i++) {
-      if (options.collectHidden) hidden.push(h)
+    const layer = (i: number, hIn: Tensor): Tensor => {
+      let h = hIn
       const p = `model.layers.${i}`
       const x = ops.rmsNorm(h, params[`${p}.input_layernorm.weight`], c.rmsNormEps)
       const q = ops.rope(heads(project(params, `${p}.self_attn.q_proj`, x, options.lora), c.numAttentionHeads), cos, sin)
@@ -98,6 +98,15 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
       const gate = project(params, `${p}.mlp.gate_proj`, y, options.lora)
       const up = project(params, `${p}.mlp.up_proj`, y, options.lora)
       h = ops.add(h, project(params, `${p}.mlp.down_proj`, ops.siluMul(gate, up), options.lora))
+      return h
+    }
+    for (let i = 0; i < c.numHiddenLayers; i++) {
+      if (options.collectHidden) hidden.push(h)
+      // One scope per layer: without a tape every temporary of the layer is freed before the next one starts
+      // (peak memory of one layer, not of the whole stack); with a tape the recorded nodes keep what backward needs.
+      const next = tidy(() => layer(i, h))
+      if (!options.collectHidden) h.dispose()
+      h = next
     }
     if (options.collectHidden) hidden.push(h)
     const top = options.lastPositionOnly ? ops.slice(h, [0, t - 1, 0], [b, t, c.hiddenSize]) : h
