@@ -120,6 +120,46 @@ export type KernelCall =
     }
   /** dx[r, j] = p[r, j] · (g[r, j] − Σ_k g[r, k] p[r, k]) · scale. p, g, dx: [R, C] contiguous. */
   | { readonly kind: "softmaxBackward"; readonly scale: number; readonly p: View; readonly g: View; readonly dx: View }
+  /** Fused grouped-query attention, forward. q: [B, Hq, T, D]; k, v: [B, Hkv, Tk, D] with Hq = G·Hkv (query head
+   *  h reads KV head floor(h / G)) and Tk ≥ T; keyMask: [B, Tk] bool or null; all contiguous, float32.
+   *  Query t sits at position i = t + qOffset with qOffset = Tk − T; key j is allowed by exactly the rule of the
+   *  `softmax` kernel (causal: j ≤ i; window > 0: j > i − window; keyMask[b, j] != 0). With s_j = scale · q_t·k_j:
+   *  lse[b, h, t] = log Σ_{allowed j} exp(s_j) and out[b, h, t] = Σ_{allowed j} exp(s_j − lse) · v_j.
+   *  A query with no allowed key gets out = 0 and lse = −Infinity. out: [B, Hq, T, D], lse: [B, Hq, T]. */
+  | {
+      readonly kind: "attention"
+      readonly scale: number
+      readonly causal: boolean
+      readonly window: number
+      readonly q: View
+      readonly k: View
+      readonly v: View
+      readonly keyMask: View | null
+      readonly out: View
+      readonly lse: View
+    }
+  /** Gradient of `attention` (same shapes, mask and scale) given its out and lse and the cotangent dOut
+   *  [B, Hq, T, D] (contiguous). With p_tj = exp(s_tj − lse_t) on allowed keys (0 elsewhere, and for rows with
+   *  lse = −∞) and δ_t = Σ_d dOut_td · out_td:
+   *  dq_t = scale · Σ_j p_tj (dOut_t·v_j − δ_t) k_j;  dk_j = scale · Σ_{h in group, t} p_tj (dOut_t·v_j − δ_t) q_t;
+   *  dv_j = Σ_{h in group, t} p_tj dOut_t — dk and dv sum over the G query heads sharing a KV head.
+   *  dq: [B, Hq, T, D], dk, dv: [B, Hkv, Tk, D]. */
+  | {
+      readonly kind: "attentionBackward"
+      readonly scale: number
+      readonly causal: boolean
+      readonly window: number
+      readonly q: View
+      readonly k: View
+      readonly v: View
+      readonly keyMask: View | null
+      readonly out: View
+      readonly lse: View
+      readonly dOut: View
+      readonly dq: View
+      readonly dk: View
+      readonly dv: View
+    }
   /** Per-row cross-entropy of logits [N, V] (contiguous) against target [N] int32:
    *  lse[n] = log Σ_v exp(logits[n, v]); loss[n] = lse[n] − logits[n, target[n]], or 0 (and lse still written)
    *  when target[n] == ignoreIndex or outside [0, V). Writes loss [N] and lse [N]. */

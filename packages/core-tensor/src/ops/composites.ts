@@ -149,43 +149,55 @@ export const composites: { readonly [C in CompositeName]: OpRule<CompositeAttrs[
   },
 
   /**
-   * Grouped-query attention. The Hq query heads are regrouped as [B, Hkv, G·T, D] (G = Hq/Hkv) so each KV head
-   * serves its G query heads in one batched matmul without repeating K/V in memory; the softmax kernel applies
-   * the causal / sliding-window / padding mask. Backward reuses the saved probabilities P:
-   * dV = Pᵀ·dO, dP = dO·Vᵀ, dS = softmax'(P, dP)·scale, dQ = dS·K, dK = dSᵀ·Q (summing the G groups).
+   * Grouped-query attention on the fused kernels: forward writes out and the per-row logsumexp (saved instead of
+   * the T × Tk probabilities, so memory is O(T), not O(T²)); backward recomputes P from lse inside the kernel and
+   * returns dq, dk, dv — dk/dv summed over the G = Hq/Hkv query heads that share a KV head.
    */
   attention: {
     forward: ([q, k, v, keyMask], { causal, window, scale }) => {
-      const [b, hq, t, d] = q.shape
-      const [, hkv, tk] = k.shape
-      const g = hq / hkv
-      const qg = api.reshape(q, [b, hkv, g * t, d])
-      const scores = api.matmul(qg, api.transpose(k))
-      const p = softmaxRows(api.reshape(scores, [b * hq * t, tk]), {
+      const [b, hq, t] = q.shape
+      const out = q.device.empty(q.shape, "float32", "attention")
+      const lse = q.device.empty([b, hq, t], "float32", "attention")
+      if (out.size > 0)
+        q.device.run({
+          kind: "attention",
+          scale,
+          causal,
+          window,
+          q: q.view("attention"),
+          k: k.view("attention"),
+          v: v.view("attention"),
+          keyMask: keyMask === undefined ? null : keyMask.view("attention"),
+          out: out.view("attention"),
+          lse: lse.view("attention"),
+        })
+      return { out, saved: [lse] }
+    },
+    vjp: (g, { inputs: [q, k, v, keyMask], out, saved: [lse], attrs: { causal, window, scale } }) => {
+      const dOut = api.contiguous(g)
+      const dq = q.device.empty(q.shape, "float32", "attentionBackward")
+      // No queries (T = 0) or an empty head dim: nothing flows; dk/dv are zeros (a kernel never runs with an
+      // empty output).
+      if (dq.size === 0) return [dq, q.device.zeros(k.shape), q.device.zeros(v.shape), null]
+      const dk = q.device.empty(k.shape, "float32", "attentionBackward")
+      const dv = q.device.empty(v.shape, "float32", "attentionBackward")
+      q.device.run({
+        kind: "attentionBackward",
         scale,
         causal,
         window,
-        tq: t,
-        heads: hq,
-        qOffset: tk - t,
-        keyMask: keyMask ?? null,
+        q: q.view("attentionBackward"),
+        k: k.view("attentionBackward"),
+        v: v.view("attentionBackward"),
+        keyMask: keyMask === undefined ? null : keyMask.view("attentionBackward"),
+        out: out.view("attentionBackward"),
+        lse: lse.view("attentionBackward"),
+        dOut: dOut.view("attentionBackward"),
+        dq: dq.view("attentionBackward"),
+        dk: dk.view("attentionBackward"),
+        dv: dv.view("attentionBackward"),
       })
-      const pg = api.reshape(p, [b, hkv, g * t, tk])
-      const out = api.reshape(api.matmul(pg, v), [b, hq, t, d])
-      return { out, saved: [pg] }
-    },
-    vjp: (dOut, { inputs: [q, k, v], saved: [p], attrs: { scale } }) => {
-      const [b, hq, t, d] = q.shape
-      const [, hkv, tk] = k.shape
-      const g = hq / hkv
-      const dO = api.reshape(api.contiguous(dOut), [b, hkv, g * t, d])
-      const qg = api.reshape(q, [b, hkv, g * t, d])
-      const dP = api.matmul(dO, api.transpose(v))
-      const dS = api.reshape(softmaxRowsBackward(api.reshape(p, [b * hq * t, tk]), api.reshape(dP, [b * hq * t, tk]), scale), [b, hkv, g * t, tk])
-      const dQ = api.reshape(api.matmul(dS, k), [b, hq, t, d])
-      const dK = api.matmul(api.transpose(dS), qg)
-      const dV = api.matmul(api.transpose(p), dO)
-      return [dQ, dK, dV, null]
+      return [dq, dk, dv, null]
     },
   },
 }

@@ -1,53 +1,77 @@
 import type { DeviceBuffer, View } from "../../backend.js"
-import { BYTES_PER_ELEMENT, storageArray, type DType } from "../../dtype.js"
+import { BYTES_PER_ELEMENT, type DType } from "../../dtype.js"
+import type { Heap } from "./heap.js"
 
 /** Every element is a 32-bit word, so buffers are sized in whole words (a trailing partial word is padding). */
 export const roundUpToWord = (byteLength: number) => Math.ceil(byteLength / BYTES_PER_ELEMENT) * BYTES_PER_ELEMENT
 
 /**
- * A CPU device buffer: an ArrayBuffer plus one typed-array window per dtype, made once so kernels never
- * allocate views on the hot path. The handle is never reused after `free` (only its ArrayBuffer is pooled),
- * so a stale handle fails loudly instead of silently aliasing a newer allocation.
+ * A CPU device buffer: a range [base, base + byteLength) of the process's shared heap (heap.ts). Kernels see
+ * it through typed arrays that start at `base` (element 0 of the buffer is element 0 of the array), made once on
+ * first use: shared memory is never detached, so a view made before the heap grows stays valid for its range. The handle is never
+ * reused after `free` (only its range is), so a stale handle fails loudly instead of silently aliasing a
+ * newer allocation.
  */
 export class CpuBuffer implements DeviceBuffer {
   readonly byteLength: number
-  private arrays: { readonly bytes: ArrayBuffer; readonly f32: Float32Array; readonly i32: Int32Array; readonly u32: Uint32Array } | null
+  /** Byte offset of the buffer in the heap. */
+  readonly base: number
+  /** Bytes reserved (byteLength rounded to whole words; the heap block may be larger). */
+  readonly reserved: number
+  private live = true
+  private views: { readonly f32: Float32Array; readonly i32: Int32Array; readonly u32: Uint32Array } | null = null
 
-  constructor(byteLength: number, storage: ArrayBuffer) {
+  constructor(
+    readonly heap: Heap,
+    byteLength: number,
+    /** The owning backend's set of live buffers (the buffer removes itself on release). */
+    private readonly owner: Set<CpuBuffer> | null = null,
+  ) {
     this.byteLength = byteLength
-    this.arrays = {
-      bytes: storage,
-      f32: storageArray("float32", storage) as Float32Array,
-      i32: storageArray("int32", storage) as Int32Array,
-      u32: storageArray("bool", storage) as Uint32Array,
+    this.reserved = Math.max(BYTES_PER_ELEMENT, roundUpToWord(byteLength))
+    this.base = heap.alloc(this.reserved)
+  }
+
+  get alive(): boolean {
+    return this.live
+  }
+
+  private arrays() {
+    if (!this.live) throw new Error("cpu backend: use of a freed buffer")
+    if (this.views === null) {
+      const words = this.reserved / BYTES_PER_ELEMENT
+      const buffer = this.heap.memory.buffer
+      this.views = {
+        f32: new Float32Array(buffer, this.base, words),
+        i32: new Int32Array(buffer, this.base, words),
+        u32: new Uint32Array(buffer, this.base, words),
+      }
     }
+    return this.views
   }
 
-  private live() {
-    if (this.arrays === null) throw new Error("cpu backend: use of a freed buffer")
-    return this.arrays
+  /** Check the handle is live (throws on a freed one). */
+  check(): void {
+    if (!this.live) throw new Error("cpu backend: use of a freed buffer")
   }
 
-  /** The backing store; throws on a freed handle. */
-  bytes(): ArrayBuffer {
-    return this.live().bytes
-  }
-
-  /** Detach the ArrayBuffer from this handle (dropping every view of it) and hand it back for pooling. */
-  release(): ArrayBuffer {
-    const storage = this.live().bytes
-    this.arrays = null
-    return storage
+  /** Give the range back to the heap; the handle is dead afterwards. */
+  release(): void {
+    this.check()
+    this.live = false
+    this.views = null
+    this.owner?.delete(this)
+    this.heap.free(this.base, this.reserved)
   }
 
   f32(): Float32Array {
-    return this.live().f32
+    return this.arrays().f32
   }
   i32(): Int32Array {
-    return this.live().i32
+    return this.arrays().i32
   }
   u32(): Uint32Array {
-    return this.live().u32
+    return this.arrays().u32
   }
 }
 
@@ -56,7 +80,9 @@ export type Elements = Float32Array | Int32Array | Uint32Array
 
 /**
  * How kernels reach the bytes behind a view. The accessors check the view's dtype, so a kernel that reads a
- * float32 operand through `f32` cannot silently reinterpret int32 bits.
+ * float32 operand through `f32` cannot silently reinterpret int32 bits. The arrays start at the buffer's first
+ * element (index with `view.offset`); `addr` gives the heap byte address of the view's first element, for
+ * WASM kernels.
  */
 export interface Memory {
   f32(view: View): Float32Array
@@ -67,6 +93,8 @@ export interface Memory {
   elements(view: View): Elements
   /** Raw 32-bit words of any dtype, for bit-exact moves (copy, where, pad). */
   words(view: View): Uint32Array
+  /** Heap byte address of element `view.offset` (checks the buffer is live). */
+  addr(view: View): number
 }
 
 function cpuBufferOf(view: View): CpuBuffer {
@@ -105,6 +133,11 @@ export const memory: Memory = {
   },
   words(view) {
     return cpuBufferOf(view).u32()
+  },
+  addr(view) {
+    const buffer = cpuBufferOf(view)
+    buffer.check()
+    return buffer.base + view.offset * BYTES_PER_ELEMENT
   },
 }
 

@@ -1,8 +1,11 @@
 import { cpus } from "node:os"
 import type { Backend, BackendInfo, DeviceBuffer, KernelCall, KernelKind, KernelSpec, Program } from "../../backend.js"
 import { BufferLimitError } from "../../errors.js"
-import { CpuBuffer, memory, roundUpToWord, type Memory } from "./buffer.js"
+import { CpuBuffer, memory, type Memory } from "./buffer.js"
+import { MAX_PAGES } from "./heap.js"
 import { kernels } from "./kernels.js"
+import { defaultThreadCount } from "./pool.js"
+import { GEMM_16, type Runtime, wasmRuntime } from "./wasm-runtime.js"
 
 /**
  * Largest buffer, in bytes. V8 allows larger ArrayBuffers on 64-bit hosts, but 2^31 − 1 keeps every element
@@ -10,10 +13,8 @@ import { kernels } from "./kernels.js"
  * program that fits one backend fits the other.
  */
 const MAX_BUFFER_BYTES = 2 ** 31 - 1
-
-/** Freed ArrayBuffers kept for reuse: at most this many per size and this many bytes in all. */
-const POOL_PER_SIZE = 8
-const POOL_MAX_BYTES = 256 * 1024 * 1024
+/** All CPU buffers of a process together: the shared wasm32 heap's 4 GiB. */
+const HEAP_LIMIT_BYTES = MAX_PAGES * 65536
 
 class CpuProgram implements Program {
   constructor(
@@ -24,21 +25,36 @@ class CpuProgram implements Program {
 }
 
 /**
- * The CPU backend: buffers are ArrayBuffers, programs are the kernel functions in kernels.ts, and dispatch
- * runs synchronously — so writes, dispatches and reads are trivially ordered and `flush` has nothing to wait for.
+ * The CPU backend. Buffers are ranges of the process's shared WebAssembly heap (heap.ts; all CPU backends of a
+ * process share it, at most 4 GiB in all), programs are the kernel functions in kernels.ts — JS, and WASM SIMD
+ * for the hot ones (matmul, contiguous float element-wise ops, optimizers), split over worker threads when big
+ * enough (wasm-runtime.ts, pool.ts). `dispatch` runs synchronously (the calling thread waits for the workers), so
+ * writes, dispatches and reads are trivially ordered and `flush` has nothing to wait for.
+ *
+ * Environment knobs: BDVAX_CPU_THREADS=n (threads including the caller; 1 = no workers), BDVAX_CPU_REVEC=0 (no
+ * 256-bit revectorization of the WASM code), BDVAX_CPU_GEMM=8|16 (force the 6 × 8 or 6 × 16 GEMM tile).
  */
 class CpuBackend implements Backend {
   readonly name = "cpu" as const
-  readonly info: BackendInfo = {
-    name: "cpu",
-    device: `cpu (${cpus()[0]?.model ?? "unknown"})`,
-    features: [],
-    limits: { maxBufferSize: MAX_BUFFER_BYTES, maxBindingSize: MAX_BUFFER_BYTES },
-  }
+  readonly info: BackendInfo
   private readonly programs = new Map<string, CpuProgram>()
-  private readonly pool = new Map<number, ArrayBuffer[]>()
-  private pooledBytes = 0
+  private readonly live = new Set<CpuBuffer>()
+  private readonly runtime: Runtime
   private destroyed = false
+
+  constructor() {
+    this.runtime = wasmRuntime()
+    this.runtime.acquire()
+    const threads = defaultThreadCount()
+    const { fma } = this.runtime.gemm
+    const wide = this.runtime.gemm === GEMM_16
+    this.info = {
+      name: "cpu",
+      device: `cpu (${cpus()[0]?.model ?? "unknown"}, ${threads} thread${threads === 1 ? "" : "s"}, wasm simd${fma ? " + relaxed fma" : ""}${wide ? ", 256-bit revectorized gemm" : ""})`,
+      features: ["wasm-simd", ...(fma ? ["relaxed-simd"] : []), ...(wide ? ["wasm-revectorize"] : []), ...(threads > 1 ? ["threads"] : [])],
+      limits: { maxBufferSize: MAX_BUFFER_BYTES, maxBindingSize: MAX_BUFFER_BYTES },
+    }
+  }
 
   alloc(byteLength: number): DeviceBuffer {
     this.checkAlive("alloc")
@@ -51,38 +67,43 @@ class CpuBackend implements Backend {
         message: `alloc: ${byteLength} bytes exceeds the cpu backend's buffer limit of ${MAX_BUFFER_BYTES} bytes`,
       })
     }
-    const size = roundUpToWord(byteLength)
-    const reused = this.pool.get(size)?.pop()
-    if (reused !== undefined) this.pooledBytes -= size
-    return new CpuBuffer(byteLength, reused ?? new ArrayBuffer(size))
+    let buffer: CpuBuffer
+    try {
+      buffer = new CpuBuffer(this.runtime.heap, byteLength, this.live)
+    } catch (error) {
+      if (!(error instanceof RangeError)) throw error
+      // The shared heap is full (4 GiB for every CPU buffer of the process, see heap.ts).
+      throw new BufferLimitError({ op: "alloc", bytes: byteLength, limit: HEAP_LIMIT_BYTES, message: `alloc: ${error.message}` })
+    }
+    this.live.add(buffer)
+    return buffer
   }
 
   free(buffer: DeviceBuffer): void {
     if (this.destroyed) return
-    const storage = asCpuBuffer(buffer, "free").release()
-    const size = storage.byteLength
-    const sameSize = this.pool.get(size) ?? []
-    if (sameSize.length >= POOL_PER_SIZE || this.pooledBytes + size > POOL_MAX_BYTES) return
-    sameSize.push(storage)
-    this.pool.set(size, sameSize)
-    this.pooledBytes += size
+    asCpuBuffer(buffer, "free").release()
   }
 
   write(buffer: DeviceBuffer, data: ArrayBufferView, byteOffset = 0): void {
     this.checkAlive("write")
     const target = asCpuBuffer(buffer, "write")
+    target.check()
     checkRange("write", target, byteOffset, data.byteLength)
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-    new Uint8Array(target.bytes()).set(bytes, byteOffset)
+    this.runtime.heap.u8.set(bytes, target.base + byteOffset)
   }
 
   read(buffer: DeviceBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     try {
       this.checkAlive("read")
       const source = asCpuBuffer(buffer, "read")
+      source.check()
       checkRange("read", source, byteOffset, byteLength)
-      // A copy, so later kernels writing the buffer cannot change what the caller holds.
-      return Promise.resolve(new Uint8Array(source.bytes().slice(byteOffset, byteOffset + byteLength)))
+      // A copy (into a plain ArrayBuffer), so later kernels writing the buffer cannot change what the caller holds.
+      const start = source.base + byteOffset
+      const copy = new Uint8Array(byteLength)
+      copy.set(this.runtime.heap.u8.subarray(start, start + byteLength))
+      return Promise.resolve(copy)
     } catch (error) {
       return Promise.reject(error)
     }
@@ -113,10 +134,12 @@ class CpuBackend implements Backend {
   }
 
   destroy(): void {
+    if (this.destroyed) return
     this.destroyed = true
     this.programs.clear()
-    this.pool.clear()
-    this.pooledBytes = 0
+    for (const buffer of [...this.live]) buffer.release()
+    this.live.clear()
+    this.runtime.release()
   }
 
   private checkAlive(op: string): void {

@@ -4,13 +4,21 @@ import { contiguousStrides, isContiguous } from "../../shape.js"
 import { elementCount, type Elements, type Memory } from "./buffer.js"
 import type { KernelTable } from "./kernel.js"
 import { forEachRow, planRows } from "./strided.js"
+import { forCalls, forElements } from "./wasm-call.js"
 
 /**
  * Element-wise kernels: unary, binary, where, copy, fill, pad. Inputs may be arbitrary strided views; outputs
- * are contiguous. Arithmetic happens in JS doubles and is rounded once when stored into a Float32Array, which
- * for a single add/mul/neg is exactly the float32 result (a double holds an f32 product or sum exactly before
- * the one rounding).
+ * are contiguous. Float32 neg/reciprocal/sqrt/exp, add/mul/max and cmplt/cmpeq, and `where` (any dtype, bit-exact)
+ * over rows that are contiguous or broadcast (stride 0) run as WASM SIMD (wasm-elementwise.ts; exp within 2 ulp,
+ * the others exact f32 results), split over the threads when large; copies of transposed views use a tiled WASM
+ * 2-D copy. The JS paths (strided rows, int32, bool, log/sin/cos) compute in doubles and round once
+ * when stored into a Float32Array, which for a single add/mul/neg is exactly the float32 result.
  */
+
+/** Unary ops with a WASM kernel (same name), and their per-element cost weight. */
+const WASM_UNARY: Partial<Record<UnaryOp, number>> = { neg: 1, reciprocal: 2, sqrt: 2, exp: 4 }
+/** Rows shorter than this go through JS (a WASM call per row costs more than the row). */
+const MIN_WASM_ROW = 16
 
 /** Copy 32-bit words between two strided layouts of the same shape (bit-exact for every dtype). */
 export function copyWords(
@@ -34,8 +42,33 @@ export function copyWords(
   })
 }
 
-const copyView = (x: View, out: View, mem: Memory) =>
-  copyWords(x.shape, mem.words(x), x.strides, x.offset, mem.words(out), contiguousStrides(out.shape), out.offset)
+/**
+ * x materialised into the contiguous `out`. A source whose rows are strided (a transpose) is copied by the WASM
+ * tiled 2-D copy, one call per 2-D slab of its two innermost (merged) dims; anything else by `copyWords`.
+ */
+function copyView(x: View, out: View, mem: Memory): void {
+  const outStrides = contiguousStrides(out.shape)
+  const loop = planRows(x.shape, [x.strides, outStrides])
+  const n = loop.rowLength
+  const [ss, ds] = loop.rowStrides
+  const outer = loop.outerShape.length
+  const total = elementCount(x.shape)
+  if (ss !== 1 && ds === 1 && n > 1 && outer >= 1 && total >= 1024 && loop.outerStrides[1][outer - 1] === n) {
+    // Rows of the 2-D slab: the innermost outer dim (whose output stride is n, dst being contiguous).
+    const rows = loop.outerShape[outer - 1]
+    const srcRow = loop.outerStrides[0][outer - 1]
+    const slabLoop = { ...loop, rowLength: rows, rowStrides: [srcRow, n], outerShape: loop.outerShape.slice(0, -1), outerStrides: loop.outerStrides.map((s) => s.slice(0, -1)) }
+    const xBase = mem.addr(x) - 4 * x.offset
+    const oBase = mem.addr(out) - 4 * out.offset
+    const slabs: number[] = []
+    forEachRow({ ...slabLoop, rowLength: 1, rowStrides: [0, 0] }, [x.offset, out.offset], ([xi, oi]) => {
+      slabs.push(xBase + 4 * xi, oBase + 4 * oi)
+    })
+    forCalls("copy_2d", slabs.length / 2, total, (i) => [slabs[2 * i + 1], slabs[2 * i], 0, rows, n, srcRow, ss])
+    return
+  }
+  copyWords(x.shape, mem.words(x), x.strides, x.offset, mem.words(out), outStrides, out.offset)
+}
 
 /** A number converted to what storing it in a `dtype` buffer means (float→int truncates, →bool is != 0). */
 export function castScalar(value: number, dtype: DType): number {
@@ -99,6 +132,16 @@ function mapRange(op: Exclude<UnaryOp, "cast">, src: Float32Array, s: number, ds
 function unary({ op, x, out }: KernelOf<"unary">, mem: Memory): void {
   if (op === "cast") return cast(x, out, mem)
   const n = elementCount(out.shape)
+  const cost = WASM_UNARY[op]
+  if (cost !== undefined && n >= MIN_WASM_ROW) {
+    // Strided: gather into the output first, then map it in place.
+    const contiguous = isContiguous(x.shape, x.strides)
+    if (!contiguous) copyView(x, out, mem)
+    const src = contiguous ? mem.addr(x) : mem.addr(out)
+    const dst = mem.addr(out)
+    forElements(op, n, cost, (start, count) => [dst + 4 * start, src + 4 * start, count])
+    return
+  }
   const Y = mem.f32(out)
   if (isContiguous(x.shape, x.strides)) return mapRange(op, mem.f32(x), x.offset, Y, out.offset, n)
   // Strided: gather into the output first, then map in place. Two tight loops beat one loop that pays for
@@ -107,7 +150,35 @@ function unary({ op, x, out }: KernelOf<"unary">, mem: Memory): void {
   mapRange(op, Y, out.offset, Y, out.offset, n)
 }
 
+/** Float32 add/mul/max through WASM when every row is contiguous or broadcast in each input; false if not. */
+function binaryWasm(op: BinaryOp, a: View, b: View, out: View, mem: Memory): boolean {
+  const arithmetic = out.dtype === "float32" && (op === "add" || op === "mul" || op === "max")
+  const comparison = a.dtype === "float32" && (op === "cmplt" || op === "cmpeq")
+  if (!arithmetic && !comparison) return false
+  const loop = planRows(out.shape, [a.strides, b.strides, contiguousStrides(out.shape)])
+  const n = loop.rowLength
+  const [as, bs, os] = loop.rowStrides
+  if (n < MIN_WASM_ROW || os !== 1 || (as !== 0 && as !== 1) || (bs !== 0 && bs !== 1) || (as === 0 && bs === 0)) return false
+  const name = `${op}_${as === 1 ? "v" : "s"}${bs === 1 ? "v" : "s"}`
+  const aBase = mem.addr(a) - 4 * a.offset
+  const bBase = mem.addr(b) - 4 * b.offset
+  const oBase = mem.addr(out) - 4 * out.offset
+  const total = elementCount(out.shape)
+  if (loop.outerShape.length === 0) {
+    // One contiguous run: split it into chunks.
+    forElements(name, n, 1, (start, count) => [oBase + 4 * (out.offset + start), aBase + 4 * (a.offset + as * start), bBase + 4 * (b.offset + bs * start), count])
+    return true
+  }
+  const rows: number[] = []
+  forEachRow(loop, [a.offset, b.offset, out.offset], ([ai, bi, oi]) => {
+    rows.push(oBase + 4 * oi, aBase + 4 * ai, bBase + 4 * bi)
+  })
+  forCalls(name, rows.length / 3, total, (i) => [rows[3 * i], rows[3 * i + 1], rows[3 * i + 2], n])
+  return true
+}
+
 function binaryRows(op: BinaryOp, a: View, b: View, out: View, mem: Memory): void {
+  if (binaryWasm(op, a, b, out, mem)) return
   const av = mem.elements(a)
   const bv = mem.elements(b)
   const y = mem.elements(out)
@@ -139,7 +210,37 @@ function binaryRows(op: BinaryOp, a: View, b: View, out: View, mem: Memory): voi
   })
 }
 
-function where({ cond, a, b, out }: KernelOf<"where">, mem: Memory): void {
+/** where through WASM (bit-exact word selects) when cond's rows are contiguous and a, b's contiguous or broadcast. */
+function whereWasm({ cond, a, b, out }: KernelOf<"where">, mem: Memory): boolean {
+  const loop = planRows(out.shape, [cond.strides, a.strides, b.strides, contiguousStrides(out.shape)])
+  const n = loop.rowLength
+  const [cs, as, bs, os] = loop.rowStrides
+  if (n < MIN_WASM_ROW || os !== 1 || cs !== 1 || (as !== 0 && as !== 1) || (bs !== 0 && bs !== 1)) return false
+  const name = `where_v${as === 1 ? "v" : "s"}${bs === 1 ? "v" : "s"}`
+  const bases = [cond, a, b, out].map((v) => mem.addr(v) - 4 * v.offset)
+  const [cBase, aBase, bBase, oBase] = bases
+  const total = elementCount(out.shape)
+  if (loop.outerShape.length === 0) {
+    forElements(name, n, 1, (start, count) => [
+      oBase + 4 * (out.offset + start),
+      cBase + 4 * (cond.offset + start),
+      aBase + 4 * (a.offset + as * start),
+      bBase + 4 * (b.offset + bs * start),
+      count,
+    ])
+    return true
+  }
+  const rows: number[] = []
+  forEachRow(loop, [cond.offset, a.offset, b.offset, out.offset], ([ci, ai, bi, oi]) => {
+    rows.push(oBase + 4 * oi, cBase + 4 * ci, aBase + 4 * ai, bBase + 4 * bi)
+  })
+  forCalls(name, rows.length / 4, total, (i) => [rows[4 * i], rows[4 * i + 1], rows[4 * i + 2], rows[4 * i + 3], n])
+  return true
+}
+
+function where(call: KernelOf<"where">, mem: Memory): void {
+  if (whereWasm(call, mem)) return
+  const { cond, a, b, out } = call
   const c = mem.bool(cond)
   // Words, not values: `where` selects, it must not touch the bits (NaN payloads, -0).
   const av = mem.words(a)

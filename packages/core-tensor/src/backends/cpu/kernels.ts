@@ -1,4 +1,6 @@
 import type { KernelKind } from "../../backend.js"
+import { attentionKernels } from "./attention.js"
+import { fastAttentionKernels } from "./attention-fast.js"
 import { crossEntropyKernels } from "./cross-entropy.js"
 import { elementwiseKernels } from "./elementwise.js"
 import { gatherKernels } from "./gather.js"
@@ -26,6 +28,9 @@ export const kernels: { readonly [K in KernelKind]: Kernel<K> } = {
   ...ropeKernels,
   ...swigluKernels,
   ...softmaxKernels,
+  ...attentionKernels,
+  // The blocked GEMM + WASM softmax attention; falls back to the reference above for strided operands.
+  ...fastAttentionKernels,
   ...crossEntropyKernels,
   ...optimKernels,
 }

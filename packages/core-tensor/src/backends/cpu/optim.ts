@@ -1,12 +1,25 @@
 import type { KernelOf } from "../../backend.js"
 import { elementCount, type Memory } from "./buffer.js"
 import type { KernelTable } from "./kernel.js"
+import { forElements } from "./wasm-call.js"
+import { wasmRuntime } from "./wasm-runtime.js"
 
 /**
  * AdamW in place, torch.optim.AdamW's order: decay p first, then the moments, then the step. Each stored value
  * (p, m, v) is rounded to f32 as it is written, and the step reads the rounded m and v, as an f32 kernel does.
  */
 function adamw(call: KernelOf<"adamw">, mem: Memory): void {
+  const { lr, beta1, beta2, eps, weightDecay, bc1, bc2, p, m, v, g } = call
+  // WASM in f32 lanes (as torch's f32 kernels; within a few ulp of the double-precision JS loop below).
+  const rt = wasmRuntime()
+  const params = rt.params
+  rt.heap.f32.set([lr * weightDecay, beta1, 1 - beta1, beta2, 1 - beta2, lr / bc1, 1 / bc2, eps], params / 4)
+  const [pa, ma, va, ga] = [mem.addr(p), mem.addr(m), mem.addr(v), mem.addr(g)]
+  forElements("adamw", elementCount(p.shape), 6, (s, n) => [pa + 4 * s, ma + 4 * s, va + 4 * s, ga + 4 * s, n, params])
+}
+
+/** The JS reference. */
+export function adamwJs(call: KernelOf<"adamw">, mem: Memory): void {
   const { lr, beta1, beta2, eps, weightDecay, bc1, bc2, p, m, v, g } = call
   const P = mem.f32(p)
   const M = mem.f32(m)

@@ -1,8 +1,9 @@
 import type { KernelOf } from "../../backend.js"
-import { contiguousStrides } from "../../shape.js"
-import type { Memory } from "./buffer.js"
+import { contiguousStrides, isContiguous } from "../../shape.js"
+import { elementCount, type Memory } from "./buffer.js"
 import type { KernelTable } from "./kernel.js"
 import { forEachRow, planRows } from "./strided.js"
+import { forElements, forRows } from "./wasm-call.js"
 
 /** Identity of each reduction: what an empty axis reduces to. */
 const INT32_MIN = -2147483648
@@ -18,7 +19,38 @@ const identityOf = (op: "sum" | "max", dtype: string) => (op === "sum" ? 0 : dty
  * outer loop and a whole output row in the inner one (when the axis is the looser stride, e.g. reducing dim 0
  * of a row-major matrix), so that the innermost loop always walks the smaller stride.
  */
-function reduce({ op, axis, x, out }: KernelOf<"reduce">, mem: Memory): void {
+function reduce(call: KernelOf<"reduce">, mem: Memory): void {
+  if (!reduceWasm(call, mem)) reduceJs(call, mem)
+}
+
+/**
+ * Float32 reductions of a contiguous x through WASM: x is [outer, len, inner] around the axis; inner = 1 is a
+ * row reduction (row_sum / row_max over `outer` rows), else a column reduction (col_sum / col_max). Sums
+ * accumulate in f64 lanes, like the JS path. Returns false when the JS path must do it.
+ */
+function reduceWasm({ op, axis, x, out }: KernelOf<"reduce">, mem: Memory): boolean {
+  if (x.dtype !== "float32" || !isContiguous(x.shape, x.strides)) return false
+  const len = x.shape[axis]
+  const outer = elementCount(x.shape.slice(0, axis))
+  const inner = elementCount(x.shape.slice(axis + 1))
+  const total = outer * len * inner
+  if (len === 0 || total < 64) return false
+  const xa = mem.addr(x)
+  const oa = mem.addr(out)
+  if (inner === 1) {
+    forRows(op === "sum" ? "row_sum" : "row_max", outer, len, (r0, r1) => [oa + 4 * r0, xa + 4 * r0 * len, r1 - r0, len])
+    return true
+  }
+  if (inner < 4) return false
+  const name = op === "sum" ? "col_sum" : "col_max"
+  if (outer >= 4) forRows(name, outer, len * inner, (r0, r1) => [oa + 4 * r0 * inner, xa + 4 * r0 * len * inner, r1 - r0, len, inner, inner])
+  else
+    for (let o = 0; o < outer; o++)
+      forElements(name, inner, len, (start, count) => [oa + 4 * (o * inner + start), xa + 4 * (o * len * inner + start), 1, len, count, inner])
+  return true
+}
+
+function reduceJs({ op, axis, x, out }: KernelOf<"reduce">, mem: Memory): void {
   const src = mem.elements(x)
   const dst = mem.elements(out)
   const isInt = x.dtype === "int32"

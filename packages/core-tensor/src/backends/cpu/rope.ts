@@ -1,10 +1,12 @@
 import type { KernelOf } from "../../backend.js"
-import type { Memory } from "./buffer.js"
+import { elementCount, type Memory } from "./buffer.js"
 import type { KernelTable } from "./kernel.js"
+import { forRows } from "./wasm-call.js"
 
 /**
  * Rotary embedding, Hugging Face rotate-half convention. x: [B, H, T, Dh]; cos, sin: [Bc, T, Dh] with Bc = 1
  * broadcasting over the batch (a rank-2 [T, Dh] table is read as Bc = 1). All contiguous, offsets honoured.
+ * Runs as WASM SIMD rows (rope_rows), split over the threads when large; `ropeJs` is the reference.
  *
  * forward, d < half:  out = x[d]·cos[d] − x[d+half]·sin[d]
  *          d ≥ half:  out = x[d]·cos[d] + x[d−half]·sin[d]
@@ -12,7 +14,17 @@ import type { KernelTable } from "./kernel.js"
  *          d < half:  out = g[d]·cos[d] + g[d+half]·sin[d+half]
  *          d ≥ half:  out = g[d]·cos[d] − g[d−half]·sin[d−half]
  */
-function rope({ backward, x, cos, sin, out }: KernelOf<"rope">, mem: Memory): void {
+function rope(call: KernelOf<"rope">, mem: Memory): void {
+  const { backward, x, cos, sin, out } = call
+  const [, H, T, Dh] = x.shape
+  if (Dh < 2) return ropeJs(call, mem)
+  const perBatch = cos.shape.length === 3 && cos.shape[0] !== 1 ? 1 : 0
+  const [ya, xa, ca, sa] = [mem.addr(out), mem.addr(x), mem.addr(cos), mem.addr(sin)]
+  forRows("rope_rows", elementCount(x.shape) / Dh, 2 * Dh, (r0, r1) => [ya, xa, ca, sa, r0, r1, T, Dh, H * T, perBatch, backward ? 1 : 0])
+}
+
+/** The JS reference. */
+export function ropeJs({ backward, x, cos, sin, out }: KernelOf<"rope">, mem: Memory): void {
   const X = mem.f32(x)
   const COS = mem.f32(cos)
   const SIN = mem.f32(sin)

@@ -1,6 +1,7 @@
 import type { KernelOf } from "../../backend.js"
 import { elementCount, type Memory } from "./buffer.js"
 import type { KernelTable } from "./kernel.js"
+import { f32Bits, forRows } from "./wasm-call.js"
 
 /** A row of doubles for exp(z − max), so each exponential is computed once and rounded only in the output. */
 let rowScratch = new Float64Array(0)
@@ -17,6 +18,18 @@ function scratchRow(length: number): Float64Array {
  * A row with no allowed key is all zeros. Max, exponentials and the sum are in doubles.
  */
 function softmax(call: KernelOf<"softmax">, mem: Memory): void {
+  const { scale, causal, window, tq, qOffset, x, keyMask, out } = call
+  if (keyMask !== null) return softmaxJs(call, mem)
+  // No key mask: WASM SIMD rows (f32 exps within 2 ulp and f32 sums), split over the threads when large.
+  const C = x.shape[x.shape.length - 1]
+  const R = elementCount(x.shape) / C
+  const masked = causal || window > 0 ? 1 : 0
+  const [ya, xa] = [mem.addr(out), mem.addr(x)]
+  forRows("softmax_rows", R, 6 * C, (r0, r1) => [ya, xa, r0, r1, C, f32Bits(scale), masked, causal ? 1 : 0, window, tq, qOffset])
+}
+
+/** The JS reference (and the key-mask path): max, exponentials and the sum in doubles. */
+export function softmaxJs(call: KernelOf<"softmax">, mem: Memory): void {
   const { scale, causal, window, tq, heads, qOffset, x, keyMask, out } = call
   const X = mem.f32(x)
   const Y = mem.f32(out)
@@ -60,8 +73,16 @@ function softmax(call: KernelOf<"softmax">, mem: Memory): void {
   }
 }
 
-/** dx = p · (g − Σ_k g_k p_k) · scale, per row; the dot product is in doubles. */
+/** dx = p · (g − Σ_k g_k p_k) · scale, per row (WASM SIMD rows). */
 function softmaxBackward({ scale, p, g, dx }: KernelOf<"softmaxBackward">, mem: Memory): void {
+  const C = p.shape[p.shape.length - 1]
+  const R = elementCount(p.shape) / C
+  const [da, pa, ga] = [mem.addr(dx), mem.addr(p), mem.addr(g)]
+  forRows("softmax_bwd_rows", R, 2 * C, (r0, r1) => [da, pa, ga, r0, r1, C, f32Bits(scale)])
+}
+
+/** The JS reference: the dot product in doubles. */
+export function softmaxBackwardJs({ scale, p, g, dx }: KernelOf<"softmaxBackward">, mem: Memory): void {
   const P = mem.f32(p)
   const G = mem.f32(g)
   const DX = mem.f32(dx)

@@ -1,3 +1,5 @@
+import type { View } from "../../backend.js"
+
 /**
  * N-d iteration over strided operands without a div/mod per element.
  *
@@ -82,3 +84,15 @@ export function forEachRow(loop: RowLoop, start: readonly number[], visit: (offs
     if (d < 0) return
   }
 }
+
+/** Element offset of batch number `batch` (row-major over the batch dims) in a strided view. */
+export function batchOffset(view: View, batch: number, batchRank: number): number {
+  let offset = 0
+  for (let d = batchRank - 1; d >= 0; d--) {
+    const size = view.shape[d]
+    offset += (batch % size) * view.strides[d]
+    batch = Math.floor(batch / size)
+  }
+  return offset
+}
+

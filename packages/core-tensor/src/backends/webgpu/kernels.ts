@@ -1,4 +1,5 @@
 import type { KernelKind } from "../../backend.js"
+import { attentionKernels } from "./attention.js"
 import { compositeKernels } from "./composites.js"
 import { elementwiseKernels } from "./elementwise.js"
 import { gatherKernels } from "./gather.js"
@@ -15,6 +16,7 @@ export const KERNELS: { readonly [K in KernelKind]: KernelGenerator<K> } = {
   ...matmulKernels,
   ...gatherKernels,
   ...compositeKernels,
+  ...attentionKernels,
   ...optimKernels,
   ...randomKernels,
 }

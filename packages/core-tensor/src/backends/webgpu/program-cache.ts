@@ -1,15 +1,14 @@
 import type { KernelCall, KernelKind, KernelOf, KernelSpec, Program, View } from "../../backend.js"
-import type { KernelGenerator } from "./kernel.js"
+import { type KernelContext, type KernelGenerator, type KernelPass, planCall, type ScratchAlloc } from "./kernel.js"
 import { KERNELS } from "./kernels.js"
 import { layoutSignature, shaderModule } from "./shader-module.js"
-import { type Binding, type Grid, MAX_RANK, ParamList } from "./wgsl-helpers.js"
+import { type Binding, type Grid, MAX_RANK, type ParamList } from "./wgsl-helpers.js"
 
-/** A compiled kernel: its generator, bind group layout, and one pipeline per variant (compiled on first use). */
+/** A compiled kernel: its generator and one pipeline per variant (compiled on first use). */
 export interface WebGpuProgram<K extends KernelKind> extends Program {
   readonly kind: K
   readonly generator: KernelGenerator<K>
-  readonly layout: GPUBindGroupLayout
-  readonly pipelines: Map<string, GPUComputePipeline>
+  readonly pipelines: Map<string, { readonly pipeline: GPUComputePipeline; readonly layout: GPUBindGroupLayout }>
 }
 
 /** What one dispatch needs once its program is known. */
@@ -19,63 +18,66 @@ export interface PreparedDispatch {
   readonly bindings: readonly Binding[]
   readonly params: ParamList
   readonly grid: Grid
+  readonly label: string
 }
 
 /**
- * Programs by spec key, pipelines by WGSL source (different specs often generate the same shader: a copy of
- * int32 and of float32 both move words), bind group layouts by their access signature.
+ * Programs by spec key, pipelines by (spec key, variant) and then by WGSL source (different specs often generate
+ * the same shader: a copy of int32 and of float32 both move words), bind group layouts by their access signature.
+ *
+ * Variants: the spec key only carries kind, op, dtypes and ranks (backend.ts `specOf`). Everything else that
+ * shapes the code — a matmul's tile configuration, whether M/N/K fit the tile (no bounds checks), vec4 loads,
+ * split-K, an attention head dim — is the generator's `variant` string, chosen per call from the shapes, strides
+ * and this device's tuning, and each variant is compiled once and kept in the program's own map.
  */
 export class ProgramCache {
   private readonly programs = new Map<string, WebGpuProgram<KernelKind>>()
   private readonly pipelines = new Map<string, GPUComputePipeline>()
   private readonly layouts = new Map<string, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>()
 
-  constructor(private readonly device: GPUDevice) {}
+  constructor(
+    private readonly device: GPUDevice,
+    public context: KernelContext,
+  ) {}
 
   get(spec: KernelSpec): WebGpuProgram<KernelKind> {
     const cached = this.programs.get(spec.key)
     if (cached !== undefined) return cached
     checkRanks(spec.call)
     const generator = KERNELS[spec.kind] as KernelGenerator<KernelKind>
-    const call = spec.call as KernelOf<KernelKind>
-    const program: WebGpuProgram<KernelKind> = {
-      key: spec.key,
-      kind: spec.kind,
-      generator,
-      layout: this.layout(generator.bindings(call)).group,
-      pipelines: new Map(),
-    }
-    // Compile the variant this call needs now, so shader errors surface at compile time.
-    this.pipeline(program, call, generator.variant?.(call) ?? "")
+    const program: WebGpuProgram<KernelKind> = { key: spec.key, kind: spec.kind, generator, pipelines: new Map() }
+    // Compile the variants this call needs now, so shader errors surface at compile time. Scratch views are
+    // stand-ins: planning only reads their dtype and size.
+    const placeholder: ScratchAlloc = (elements) => scratchView({ byteLength: Math.max(4, elements * 4) }, elements)
+    for (const pass of planCall(generator, spec.call as KernelOf<KernelKind>, this.context, placeholder)) this.pipeline(program, pass)
     this.programs.set(spec.key, program)
     return program
   }
 
-  prepare<K extends KernelKind>(program: WebGpuProgram<K>, call: KernelOf<K>): PreparedDispatch {
-    const g = program.generator
-    const variant = g.variant?.(call) ?? ""
-    const params = new ParamList()
-    g.params(call, params)
-    return { pipeline: this.pipeline(program, call, variant), layout: program.layout, bindings: g.bindings(call), params, grid: g.grid(call, variant) }
+  /** The dispatches of one call, in order. */
+  prepare<K extends KernelKind>(program: WebGpuProgram<K>, call: KernelOf<K>, scratch: ScratchAlloc): PreparedDispatch[] {
+    return planCall(program.generator, call, this.context, scratch).map((pass) => {
+      const { pipeline, layout } = this.pipeline(program, pass)
+      const label = pass.variant === "" ? program.key : `${program.key} (${pass.variant})`
+      return { pipeline, layout, bindings: pass.bindings, params: pass.params, grid: pass.grid, label }
+    })
   }
 
-  private pipeline<K extends KernelKind>(program: WebGpuProgram<K>, call: KernelOf<K>, variant: string): GPUComputePipeline {
-    const known = program.pipelines.get(variant)
+  private pipeline<K extends KernelKind>(program: WebGpuProgram<K>, pass: KernelPass) {
+    const known = program.pipelines.get(pass.variant)
     if (known !== undefined) return known
-    const g = program.generator
-    const bindings = g.bindings(call)
-    const params = new ParamList()
-    g.params(call, params)
-    const source = shaderModule(g.shader(call, variant), bindings, params)
+    const source = shaderModule(pass.shader(), pass.bindings, pass.params)
+    const layout = this.layout(pass.bindings)
     let pipeline = this.pipelines.get(source)
     if (pipeline === undefined) {
-      const label = `${program.key}${variant === "" ? "" : ` (${variant})`}`
+      const label = `${program.key}${pass.variant === "" ? "" : ` (${pass.variant})`}`
       const module = this.device.createShaderModule({ code: source, label })
-      pipeline = this.device.createComputePipeline({ layout: this.layout(bindings).pipeline, compute: { module, entryPoint: "main" }, label })
+      pipeline = this.device.createComputePipeline({ layout: layout.pipeline, compute: { module, entryPoint: "main" }, label })
       this.pipelines.set(source, pipeline)
     }
-    program.pipelines.set(variant, pipeline)
-    return pipeline
+    const entry = { pipeline, layout: layout.group }
+    program.pipelines.set(pass.variant, entry)
+    return entry
   }
 
   private layout(bindings: readonly Binding[]) {
@@ -98,6 +100,9 @@ export class ProgramCache {
     return layout
   }
 }
+
+/** A contiguous float32 view of `elements` elements over `buffer`. */
+export const scratchView = (buffer: View["buffer"], elements: number): View => ({ buffer, dtype: "float32", shape: [elements], strides: [1], offset: 0 })
 
 const isView = (value: unknown): value is View => typeof value === "object" && value !== null && "buffer" in value && "strides" in value
 

@@ -9,11 +9,14 @@ import { type Binding, INFINITY_DECLS, PARAM_WORDS, type ParamList, paramDeclara
 export function shaderModule(parts: ShaderParts, bindings: readonly Binding[], params: ParamList): string {
   const [x, y, z] = parts.workgroupSize
   const storage = bindings.map((b, i) => {
-    const type = b.words ? "u32" : wgslType(b.view.dtype)
+    const type = b.type ?? (b.words ? "u32" : wgslType(b.view.dtype))
     const access = b.access === "read" ? "read" : "read_write"
     return `@group(0) @binding(${i + 1}) var<storage, ${access}> ${b.name}_buf: array<${type}>;`
   })
-  return `struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }
+  const enables = new Set(parts.enables ?? [])
+  if (bindings.some((b) => b.type?.includes("f16"))) enables.add("f16")
+  const header = [...enables].map((e) => `enable ${e};\n`).join("")
+  return `${header}struct Params { w: array<vec4<u32>, ${PARAM_WORDS / 4}> }
 @group(0) @binding(0) var<uniform> params: Params;
 ${storage.join("\n")}
 ${INFINITY_DECLS}

@@ -1,9 +1,12 @@
 import { create, globals } from "webgpu"
-import type { Backend, BackendInfo, DeviceBuffer, KernelCall, KernelKind, KernelSpec, Program } from "../../backend.js"
+import { type Backend, type BackendInfo, type DeviceBuffer, type KernelCall, type KernelKind, type KernelSpec, type Program, specOf } from "../../backend.js"
 import { BackendUnavailableError, BufferLimitError } from "../../errors.js"
 import { BufferPool, GpuDeviceBuffer } from "./buffer-pool.js"
 import { DispatchRecorder } from "./dispatch-recorder.js"
-import { ProgramCache, type WebGpuProgram } from "./program-cache.js"
+import type { KernelContext } from "./kernel.js"
+import type { HalfMatmulCall } from "./matmul.js"
+import { ProgramCache, scratchView, type WebGpuProgram } from "./program-cache.js"
+import { type AdapterDescription, autotuneEnabled, resolveTuning, type WebGpuTuning } from "./tuning.js"
 
 /**
  * The WebGPU backend on Dawn's Node bindings (`webgpu` on npm). Without a GPU it runs on Mesa's lavapipe, a
@@ -19,6 +22,10 @@ export interface WebGpuBackendOptions {
   readonly powerPreference?: GPUPowerPreference
   /** Bytes of freed buffers kept for reuse before further frees destroy them (default 1 GiB). */
   readonly maxPooledBytes?: number
+  /** Kernel parameters to use instead of the adapter table / autotune cache (tests, experiments). */
+  readonly tuning?: WebGpuTuning
+  /** Run the matmul micro-autotune if no cached result exists (default: env BDVAX_WEBGPU_AUTOTUNE=1). */
+  readonly autotune?: boolean
 }
 
 /** Limits asked at the adapter's maximum: big buffers and bindings, and room for large workgroups. */
@@ -32,7 +39,7 @@ const MAXED_LIMITS = [
   "maxComputeWorkgroupSizeY",
 ] as const
 
-/** Features enabled when offered; recorded in info.features, not used by any kernel yet. */
+/** Features enabled when offered; recorded in info.features. shader-f16 enables the f16-storage matmul. */
 const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups"]
 
 const INSTALL_HINT =
@@ -73,10 +80,22 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
     features: [...device.features].sort(),
     limits: { maxBufferSize: device.limits.maxBufferSize, maxBindingSize: device.limits.maxStorageBufferBindingSize },
   }
-  return new WebGpuBackend(device, info, options.maxPooledBytes ?? 2 ** 30)
+  const adapterDescription: AdapterDescription = { vendor: a.vendor, architecture: a.architecture, device: a.device, description: a.description }
+  const context: KernelContext = {
+    tuning: options.tuning ?? resolveTuning(adapterDescription, device.limits),
+    f16: device.features.has("shader-f16"),
+    workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
+    maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
+  }
+  const backend = new WebGpuBackend(device, info, options.maxPooledBytes ?? 2 ** 30, context, adapterDescription)
+  if (options.tuning === undefined && (options.autotune ?? autotuneEnabled()) && context.tuning.source !== "autotune") {
+    const { autotune } = await import("./autotune.js")
+    await autotune(backend, adapterDescription)
+  }
+  return backend
 }
 
-class WebGpuBackend implements Backend {
+export class WebGpuBackend implements Backend {
   readonly name = "webgpu" as const
   private readonly storage: BufferPool
   private readonly staging: BufferPool
@@ -92,11 +111,14 @@ class WebGpuBackend implements Backend {
     private readonly device: GPUDevice,
     readonly info: BackendInfo,
     maxPooledBytes: number,
+    context: KernelContext,
+    /** Dawn's adapter.info fields (the tuning table and autotune cache key on them). */
+    readonly adapter: AdapterDescription,
   ) {
     const maxBuffer = device.limits.maxBufferSize
     this.storage = new BufferPool(device, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "tensor", maxBuffer, maxPooledBytes)
     this.staging = new BufferPool(device, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "read staging", maxBuffer, 2 ** 28)
-    this.programs = new ProgramCache(device)
+    this.programs = new ProgramCache(device, context)
     this.recorder = new DispatchRecorder(device)
     device.addEventListener("uncapturederror", (event) => {
       const message = (event as GPUUncapturedErrorEvent).error.message
@@ -175,26 +197,66 @@ class WebGpuBackend implements Backend {
     return this.programs.get(spec)
   }
 
+  /** The kernel parameters in use (adapter table, autotune cache or options). */
+  get tuning(): WebGpuTuning {
+    return this.programs.context.tuning
+  }
+
+  /** Switch kernel parameters (autotune): compiled variants stay valid, new calls plan with `tuning`. */
+  setTuning(tuning: WebGpuTuning): void {
+    this.programs.context = { ...this.programs.context, tuning }
+  }
+
+  /** What kernel generators know about this device (tuning, f16, limits). */
+  get kernelContext(): KernelContext {
+    return this.programs.context
+  }
+
+  /**
+   * A matmul whose A and/or B buffers hold IEEE half floats (f16 storage, f32 accumulation; needs shader-f16,
+   * see `kernelContext.f16`). Backend-level only: the tensor layer has no f16 dtype yet. Views keep dtype
+   * "float32" but count shapes, strides and offsets in halves; out is float32.
+   */
+  matmulHalf(call: HalfMatmulCall): void {
+    if (!this.programs.context.f16) throw new Error("webgpu matmulHalf: this adapter has no shader-f16")
+    const spec = specOf(call)
+    const halves = `${call.half.a ? "a" : ""}${call.half.b ? "b" : ""}`
+    this.dispatch(this.compile({ ...spec, key: `${spec.key}|half=${halves}` }), call)
+  }
+
   dispatch(program: Program, call: KernelCall): void {
     this.assertUsable(call.kind)
     const p = program as WebGpuProgram<KernelKind>
     if (p.kind !== call.kind) throw new Error(`webgpu dispatch: program ${p.key} cannot run a ${call.kind} call`)
-    const { pipeline, layout, bindings, params, grid } = this.programs.prepare(p, call)
-    const limit = this.device.limits.maxStorageBufferBindingSize
-    const buffers = bindings.map((b) => {
-      const gpuBuffer = this.own(b.view.buffer, call.kind)
-      if (b.view.buffer.byteLength > limit)
-        throw new BufferLimitError({
-          op: call.kind,
-          bytes: b.view.buffer.byteLength,
-          limit,
-          message: `${call.kind}: operand ${b.name} lives in a ${b.view.buffer.byteLength}-byte buffer, over this device's ${limit}-byte storage binding limit (maxStorageBufferBindingSize); kernels do not chunk yet`,
+    // Scratch buffers live until the call is recorded; freeing them right after is safe for the same reason
+    // `free` is: whoever gets them next writes them through the same queue, after these dispatches.
+    const scratch: GPUBuffer[] = []
+    try {
+      const passes = this.programs.prepare(p, call, (elements) => {
+        const gpuBuffer = this.storage.acquire(Math.max(16, elements * 4))
+        scratch.push(gpuBuffer)
+        return scratchView(new GpuDeviceBuffer(Math.max(16, elements * 4), gpuBuffer), elements)
+      })
+      const limit = this.device.limits.maxStorageBufferBindingSize
+      for (const pass of passes) {
+        const buffers = pass.bindings.map((b) => {
+          const gpuBuffer = this.own(b.view.buffer, call.kind)
+          if (b.view.buffer.byteLength > limit)
+            throw new BufferLimitError({
+              op: call.kind,
+              bytes: b.view.buffer.byteLength,
+              limit,
+              message: `${call.kind}: operand ${b.name} lives in a ${b.view.buffer.byteLength}-byte buffer, over this device's ${limit}-byte storage binding limit (maxStorageBufferBindingSize); kernels do not chunk yet`,
+            })
+          // Bind the whole buffer (offsets and strides travel in the uniforms), capped at the binding limit: a
+          // size class may round a buffer that fits the limit up past it. 16-byte multiples suit vec4 bindings.
+          return { buffer: gpuBuffer, size: Math.min(gpuBuffer.size, Math.floor(limit / 16) * 16) }
         })
-      // Bind the whole buffer (offsets and strides travel in the uniforms), capped at the binding limit: a size
-      // class may round a buffer that fits the limit up past it.
-      return { buffer: gpuBuffer, size: Math.min(gpuBuffer.size, Math.floor(limit / 4) * 4) }
-    })
-    this.recorder.record(pipeline, layout, buffers, params, grid, p.key)
+        this.recorder.record(pass.pipeline, pass.layout, buffers, pass.params, pass.grid, pass.label)
+      }
+    } finally {
+      for (const b of scratch) this.storage.release(b)
+    }
   }
 
   async flush(): Promise<void> {

@@ -23,12 +23,14 @@ export function wgslType(dtype: DType): "f32" | "i32" | "u32" {
   return dtype === "float32" ? "f32" : dtype === "int32" ? "i32" : "u32"
 }
 
-/** A storage buffer bound to one dispatch. `words` binds it as array<u32> whatever the dtype (bit-exact moves). */
+/** A storage buffer bound to one dispatch. `words` binds it as array<u32> whatever the dtype (bit-exact moves);
+ *  `type` overrides the WGSL element type outright (e.g. "vec4<f32>" for vectorised loads, "vec4<f16>"). */
 export interface Binding {
   readonly name: string
   readonly view: View
   readonly access: "read" | "read_write"
   readonly words?: boolean
+  readonly type?: string
 }
 
 export const input = (name: string, view: View, words = false): Binding => ({ name, view, access: "read", words })
