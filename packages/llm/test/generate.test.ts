@@ -10,31 +10,13 @@ import { forward, initParams, type Params } from "../src/model.js"
 import type { ModelConfig } from "../src/model-config.js"
 import { readSafetensors } from "../src/safetensors.js"
 import { argmax, logSoftmaxRow, sampleRow } from "../src/sampling.js"
+import { tinyConfig } from "./tiny-config.js"
 
-const config: ModelConfig = {
-  architecture: "llama",
+const config: ModelConfig = tinyConfig({
   vocabSize: 48,
-  hiddenSize: 32,
-  intermediateSize: 48,
-  numHiddenLayers: 2,
-  numAttentionHeads: 4,
-  numKeyValueHeads: 2,
-  headDim: 8,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  ropeScaling: { ropeType: "default" },
-  maxPositionEmbeddings: 64,
-  tieWordEmbeddings: false,
-  slidingWindow: null,
-  attentionBias: false,
-  mlpBias: false,
   // a large init makes the random model's next-token distribution peaked and varied (no near-ties)
   initializerRange: 0.5,
-  bosTokenId: 1,
-  eosTokenId: [2],
-  padTokenId: 0,
-  hiddenAct: "silu",
-}
+})
 
 const prompts = [
   [1, 17, 42, 9, 5, 33],

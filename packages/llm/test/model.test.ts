@@ -1,35 +1,14 @@
 import { Device, ops, Rng, type Tensor } from "@bdvax/core-tensor"
 import { describe, expect, it } from "vitest"
 import { forward, initParams, KVCache, type ModelConfig, validateParams } from "../src/index.js"
+import { tinyConfig } from "./tiny-config.js"
 
 /**
  * Self-consistency of the forward (the transformers parity tests live in parity.test.ts): a KV-cached decode
  * equals the full forward, left padding with a key mask does not change a row's logits, and a sliding window
  * changes exactly the positions it should.
  */
-const base: ModelConfig = {
-  architecture: "llama",
-  vocabSize: 50,
-  hiddenSize: 32,
-  intermediateSize: 48,
-  numHiddenLayers: 2,
-  numAttentionHeads: 4,
-  numKeyValueHeads: 2,
-  headDim: 8,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  ropeScaling: { ropeType: "default" },
-  maxPositionEmbeddings: 64,
-  tieWordEmbeddings: false,
-  slidingWindow: null,
-  attentionBias: false,
-  mlpBias: false,
-  initializerRange: 0.2,
-  bosTokenId: 1,
-  eosTokenId: [2],
-  padTokenId: 0,
-  hiddenAct: "silu",
-}
+const base: ModelConfig = tinyConfig({ vocabSize: 50 })
 
 const ids = [5, 9, 13, 7, 22, 31, 8, 4]
 

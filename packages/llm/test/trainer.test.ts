@@ -14,30 +14,9 @@ import { logSoftmaxRow } from "../src/sampling.js"
 import { learningRate, lrMultiplier, warmupStepsFor } from "../src/schedule.js"
 import { collateSft, epochBatches, IGNORE_INDEX, type SftExample, shuffledOrder } from "../src/sft-data.js"
 import { evaluateSft, hfNoDecay, sftLossTensor, trainSft } from "../src/trainer.js"
+import { tinyConfig } from "./tiny-config.js"
 
-const config: ModelConfig = {
-  architecture: "llama",
-  vocabSize: 40,
-  hiddenSize: 32,
-  intermediateSize: 48,
-  numHiddenLayers: 2,
-  numAttentionHeads: 4,
-  numKeyValueHeads: 2,
-  headDim: 8,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  ropeScaling: { ropeType: "default" },
-  maxPositionEmbeddings: 64,
-  tieWordEmbeddings: false,
-  slidingWindow: null,
-  attentionBias: false,
-  mlpBias: false,
-  initializerRange: 0.2,
-  bosTokenId: 1,
-  eosTokenId: [2],
-  padTokenId: 0,
-  hiddenAct: "silu",
-}
+const config: ModelConfig = tinyConfig()
 
 const examples: SftExample[] = [
   { promptIds: [1, 5, 9], responseIds: [13, 7, 2] },
