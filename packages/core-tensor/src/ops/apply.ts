@@ -15,6 +15,9 @@ export interface VjpContext<A> {
   readonly out: Tensor
   readonly saved: readonly Tensor[]
   readonly attrs: A
+  /** Which inputs are tracked by the tape: a rule may skip (return null for) the cotangents nobody needs,
+   *  e.g. matmul's gradient w.r.t. a frozen weight in LoRA training. */
+  readonly needs: readonly boolean[]
 }
 
 /**
@@ -47,13 +50,14 @@ export function apply<A>(op: string, rule: OpRule<A>, inputs: readonly Tensor[],
     for (const s of saved) s.dispose()
     return out
   }
+  const needs = inputs.map((t) => tape!.tracks(t))
   const aliases = inputs.map((t) => keep(t.detach()))
   const outAlias = keep(out.detach())
   for (const s of saved) keep(s)
   const node: GradNode = {
     op,
     inputs,
-    vjp: (g) => rule.vjp(g, { inputs: aliases, out: outAlias, saved, attrs }),
+    vjp: (g) => rule.vjp(g, { inputs: aliases, out: outAlias, saved, attrs, needs }),
     owned: [...aliases, outAlias, ...saved],
   }
   tape!.record(out, node)

@@ -54,7 +54,7 @@ export const composites: { readonly [C in CompositeName]: OpRule<CompositeAttrs[
         x.device.run({ kind: "rmsNorm", eps, x: x.view("rmsNorm"), weight: weight.view("rmsNorm"), out: out.view("rmsNorm"), rstd: rstd.view("rmsNorm") })
       return { out, saved: [rstd] }
     },
-    vjp: (g0, { inputs: [x, weight], saved: [rstd] }) => {
+    vjp: (g0, { inputs: [x, weight], saved: [rstd], needs }) => {
       const g = api.contiguous(g0)
       const dx = x.device.empty(x.shape, "float32", "rmsNormBackward")
       if (dx.size > 0)
@@ -66,9 +66,10 @@ export const composites: { readonly [C in CompositeName]: OpRule<CompositeAttrs[
           g: g.view("rmsNormBackward"),
           dx: dx.view("rmsNormBackward"),
         })
+      // a frozen norm weight (LoRA training) needs no gradient
+      if (!needs[1]) return [dx, null]
       const normed = api.mul(x, api.reshape(rstd, [x.shape[0], 1]))
-      const dWeight = api.sum(api.mul(g, normed), 0)
-      return [dx, dWeight]
+      return [dx, api.sum(api.mul(g, normed), 0)]
     },
   },
 

@@ -190,7 +190,11 @@ export const primitives: { readonly [P in PrimitiveName]: OpRule<PrimitiveAttrs[
       if (out.size > 0) a.device.run({ kind: "matmul", a: a.view("matmul"), b: b.view("matmul"), out: out.view("matmul") })
       return out
     },
-    vjp: (g, { inputs: [a, b] }) => [api.matmul(g, api.transpose(b)), api.matmul(api.transpose(a), g)],
+    // Only the cotangents the tape needs: with a frozen weight (LoRA) its gradient is never formed.
+    vjp: (g, { inputs: [a, b], needs }) => [
+      needs[0] ? api.matmul(g, api.transpose(b)) : null,
+      needs[1] ? api.matmul(api.transpose(a), g) : null,
+    ],
   },
 
   gather: {
