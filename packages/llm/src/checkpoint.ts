@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, writeFile } from "node:fs/promises"
+import { copyFile, mkdir, readFile, rename, writeFile } from "node:fs/promises"
 import { existsSync } from "node:fs"
 import { join } from "node:path"
 import type { Device } from "@bdvax/core-tensor"
@@ -93,7 +93,12 @@ export interface SaveOptions {
   /** Storage dtype of the weights (default F32). */
   readonly dtype?: "F32" | "F16" | "BF16"
   readonly generationConfig?: Record<string, unknown> | null
+  /** A model folder whose tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+   *  chat_template.jinja, …) are copied along, so the saved folder is complete for from_pretrained. */
+  readonly tokenizerFrom?: string
 }
+
+const TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "tokenizer.model", "vocab.json", "merges.txt"]
 
 /** Write a Hugging Face folder that transformers loads with from_pretrained. Files are written atomically. */
 export async function saveModelFolder(dir: string, config: ModelConfig, params: Params, options: SaveOptions = {}): Promise<void> {
@@ -107,6 +112,11 @@ export async function saveModelFolder(dir: string, config: ModelConfig, params: 
   await writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" })
   await writeJsonAtomic(join(dir, "config.json"), toHfConfigJson(config))
   if (options.generationConfig) await writeJsonAtomic(join(dir, "generation_config.json"), options.generationConfig)
+  if (options.tokenizerFrom !== undefined)
+    for (const name of TOKENIZER_FILES) {
+      const from = join(options.tokenizerFrom, name)
+      if (existsSync(from)) await copyFile(from, join(dir, name))
+    }
 }
 
 async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
