@@ -36,6 +36,9 @@ export class BufferPool {
     private readonly label: string,
     private readonly maxBufferSize: number,
     private readonly maxPooledBytes: number,
+    /** How a buffer the pool does not keep is destroyed: dispatches recorded but not yet submitted may still
+     *  bind it, so the backend defers the destroy until after the next submit. */
+    private readonly discard: (buffer: GPUBuffer) => void = (b) => b.destroy(),
   ) {}
 
   /** A buffer of at least `byteLength` bytes (its size class, or the exact 4-byte-rounded size when the class
@@ -53,7 +56,7 @@ export class BufferPool {
 
   release(buffer: GPUBuffer): void {
     if (this.pooledBytes + buffer.size > this.maxPooledBytes) {
-      buffer.destroy()
+      this.discard(buffer)
       return
     }
     const list = this.free.get(buffer.size)

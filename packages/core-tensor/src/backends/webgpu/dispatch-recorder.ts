@@ -42,6 +42,16 @@ export class DispatchRecorder {
     if (this.uniforms.full) this.submit()
   }
 
+  /** Destroy a buffer once nothing unsubmitted can bind it: now if no encoder is pending, else right after the
+   *  pending encoder is submitted (destroying a buffer that submitted work still uses is legal; submitting work
+   *  that binds a destroyed buffer is not). */
+  destroyAfterSubmit(buffer: GPUBuffer): void {
+    if (this.encoder === null) buffer.destroy()
+    else this.retired.push(buffer)
+  }
+
+  private readonly retired: GPUBuffer[] = []
+
   /** Submit what is pending, after appending `then` (e.g. a copy for a read) to the same command buffer. */
   submit(then?: (encoder: GPUCommandEncoder) => void): void {
     if (this.encoder === null && then === undefined) return
@@ -53,5 +63,7 @@ export class DispatchRecorder {
     // The uniforms of these dispatches must be on the GPU before the command buffer runs.
     this.uniforms.upload(this.device.queue)
     this.device.queue.submit([encoder.finish()])
+    for (const b of this.retired) b.destroy()
+    this.retired.length = 0
   }
 }

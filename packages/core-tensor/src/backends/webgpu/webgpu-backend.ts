@@ -116,7 +116,9 @@ export class WebGpuBackend implements Backend {
     readonly adapter: AdapterDescription,
   ) {
     const maxBuffer = device.limits.maxBufferSize
-    this.storage = new BufferPool(device, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "tensor", maxBuffer, maxPooledBytes)
+    this.storage = new BufferPool(device, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "tensor", maxBuffer, maxPooledBytes, (b) =>
+      this.recorder.destroyAfterSubmit(b),
+    )
     this.staging = new BufferPool(device, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "read staging", maxBuffer, 2 ** 28)
     this.programs = new ProgramCache(device, context)
     this.recorder = new DispatchRecorder(device)
