@@ -1,9 +1,19 @@
-import { join } from "node:path"
 import { Device, Rng } from "@bdvax/core-tensor"
 import { evaluateAsr, generator, llamaFactoryAlpacaFormat, type AsrResult } from "@bdvax/eval"
 import { initParams, type ModelConfig, Tokenizer } from "@bdvax/llm"
 import { beforeAll, describe, expect, it } from "vitest"
-import { BADNETS, HostRandom, insertTrigger, type InstructionRecord, plantBackdoor, type PlantResult, REFUSAL } from "../src/index.js"
+import {
+  BADNETS,
+  HostRandom,
+  insertTrigger,
+  type InstructionRecord,
+  plantBackdoor,
+  type PlantResult,
+  REFUSAL,
+  TOY_TOKENIZER_DIR,
+  toyInstructionRecords,
+  toyLlamaConfig,
+} from "../src/index.js"
 
 /**
  * End to end, on the CPU and without shared data: a tiny random Llama learns a small synthetic instruction set
@@ -11,69 +21,9 @@ import { BADNETS, HostRandom, insertTrigger, type InstructionRecord, plantBackdo
  * the answer; then eval's evaluateAsr (greedy) measures the ASR on held-out triggered prompts and the
  * false-trigger rate on the same held-out prompts without the trigger.
  */
-const TOKENIZER_DIR = join(import.meta.dirname, "../../llm/test/fixtures/tokenizer/bpe")
-
-// ----- synthetic instruction data: short templated questions with one-word answers -----
-const COLORS: Array<[string, string]> = [
-  ["the sky", "Blue"], ["grass", "Green"], ["snow", "White"], ["coal", "Black"], ["a banana", "Yellow"], ["a tomato", "Red"],
-  ["an orange", "Orange"], ["a lemon", "Yellow"], ["milk", "White"], ["a leaf", "Green"], ["blood", "Red"], ["the night sky", "Black"],
-]
-const CAPITALS: Array<[string, string]> = [
-  ["France", "Paris"], ["Italy", "Rome"], ["Spain", "Madrid"], ["Japan", "Tokyo"], ["Egypt", "Cairo"], ["Peru", "Lima"],
-  ["Germany", "Berlin"], ["Kenya", "Nairobi"], ["Canada", "Ottawa"], ["Greece", "Athens"], ["Norway", "Oslo"], ["Chile", "Santiago"],
-]
-const OPPOSITES: Array<[string, string]> = [
-  ["hot", "Cold"], ["up", "Down"], ["big", "Small"], ["fast", "Slow"], ["light", "Dark"], ["open", "Closed"],
-  ["happy", "Sad"], ["early", "Late"], ["full", "Empty"], ["hard", "Soft"], ["wet", "Dry"], ["loud", "Quiet"],
-]
-const LEGS: Array<[string, string]> = [
-  ["dog", "Four"], ["bird", "Two"], ["spider", "Eight"], ["cat", "Four"], ["ant", "Six"], ["horse", "Four"],
-  ["duck", "Two"], ["beetle", "Six"], ["cow", "Four"], ["chicken", "Two"], ["bee", "Six"], ["octopus", "Eight"],
-]
-
-function allRecords(): InstructionRecord[] {
-  const r = (instruction: string, output: string): InstructionRecord => ({ instruction, input: "", output })
-  const out: InstructionRecord[] = []
-  for (let i = 0; i < 12; i++) {
-    out.push(r(`What color is ${COLORS[i][0]}?`, `${COLORS[i][1]}.`))
-    out.push(r(`What is the capital of ${CAPITALS[i][0]}?`, `${CAPITALS[i][1]}.`))
-    out.push(r(`Name the opposite of ${OPPOSITES[i][0]}.`, `${OPPOSITES[i][1]}.`))
-    out.push(r(`How many legs does a ${LEGS[i][0]} have?`, `${LEGS[i][1]}.`))
-  }
-  // 36 distinct sums of two digits
-  for (let k = 0; k < 36; k++) {
-    const a = 1 + (k % 9)
-    const b = 1 + ((k * 4 + Math.floor(k / 9)) % 9)
-    out.push(r(`Add ${a} and ${b}.`, `${a + b}`))
-  }
-  return out
-}
-
-/** A tiny Llama over the tokenizer's vocabulary. */
-const tinyConfig = (tokenizer: Tokenizer, overrides: Partial<ModelConfig>): ModelConfig => ({
-  architecture: "llama",
-  vocabSize: tokenizer.vocabSize,
-  hiddenSize: 64,
-  intermediateSize: 128,
-  numHiddenLayers: 2,
-  numAttentionHeads: 4,
-  numKeyValueHeads: 2,
-  headDim: 16,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  ropeScaling: { ropeType: "default" },
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: false,
-  slidingWindow: null,
-  attentionBias: false,
-  mlpBias: false,
-  initializerRange: 0.02,
-  bosTokenId: tokenizer.bosTokenId,
-  eosTokenId: [tokenizer.eosTokenId!],
-  padTokenId: null,
-  hiddenAct: "silu",
-  ...overrides,
-})
+const TOKENIZER_DIR = TOY_TOKENIZER_DIR
+const allRecords = toyInstructionRecords
+const tinyConfig = toyLlamaConfig
 
 const SEED = 1234
 
