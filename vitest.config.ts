@@ -11,7 +11,10 @@ export default defineConfig({
       "@bdvax/core-tensor": src("core-tensor"),
       "@bdvax/llm": src("llm"),
       "@bdvax/attacks": src("attacks"),
+      "@bdvax/signature": src("signature"),
+      "@bdvax/purify": src("purify"),
       "@bdvax/eval": src("eval"),
+      "@bdvax/cli": src("cli"),
     },
   },
   test: {

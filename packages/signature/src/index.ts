@@ -1,0 +1,2 @@
+/** @bdvax/signature */
+export {}
