@@ -1,4 +1,4 @@
-import { type Device, init, ops, type Rng, type Tensor, tidy } from "@bdvax/core-tensor"
+import { type Device, init, ops, type Rng, shapeError, type Tensor, tidy } from "@bdvax/core-tensor"
 import { KVCache } from "./kv-cache.js"
 import { type ModelConfig, parameterNames, parameterShape } from "./model-config.js"
 import { ropeTables } from "./rope.js"
@@ -32,6 +32,21 @@ export interface ForwardOptions {
   readonly lastPositionOnly?: boolean
   /** Also return the hidden state entering each layer and the final normed state (for CROW, Wanda, probes). */
   readonly collectHidden?: boolean
+  /**
+   * [B, T, hidden_size] embeddings that replace the token-embedding lookup (Hugging Face's `inputs_embeds`), e.g.
+   * adversarially perturbed embeddings (CROW). `inputIds` must still be given and fixes B and T; nothing else is
+   * read from it. Gradients flow into this tensor when it is tracked. The caller keeps ownership.
+   */
+  readonly inputsEmbeds?: Tensor
+  /**
+   * Called once per layer with that layer's MLP intermediate activation silu(gate_proj(y)) · up_proj(y)
+   * [B, T, intermediate_size] — the input of down_proj — for activation-based importance scores (Wanda).
+   * It runs inside the layer's memory scope: `activation` and every tensor the callback creates are freed when the
+   * layer ends, so reduce or copy what you need and `keep()` the result (or the callback's tensors are gone).
+   * Under a gradient tape the activation is the recorded one; reduce it under `noGrad` unless you mean to
+   * differentiate through it.
+   */
+  readonly onMlpActivation?: (layer: number, activation: Tensor) => void
 }
 
 export interface ForwardResult {
@@ -67,9 +82,17 @@ function embed(c: ModelConfig, table: Tensor, ids: Tensor): Tensor {
   return ops.where(isPad, ops.gather(table.detach(), ids), looked)
 }
 
+/** The token-embedding lookup forward() starts from (pad rows detached, as Hugging Face's padding_idx). */
+export function embedTokens(config: ModelConfig, params: Params, inputIds: Tensor): Tensor {
+  return tidy(() => embed(config, params["model.embed_tokens.weight"], inputIds))
+}
+
 export function forward(config: ModelConfig, params: Params, inputIds: Tensor, options: ForwardOptions = {}): ForwardResult {
   const c = config
   const [b, t] = inputIds.shape
+  const embeds = options.inputsEmbeds
+  if (embeds !== undefined && (embeds.rank !== 3 || embeds.shape[0] !== b || embeds.shape[1] !== t || embeds.shape[2] !== c.hiddenSize))
+    throw shapeError("forward", [inputIds.shape, embeds.shape], `inputsEmbeds must be [${b}, ${t}, ${c.hiddenSize}] (batch and length of inputIds, hidden_size)`)
   const past = options.cache?.length ?? 0
   const positions = options.positions ?? Array.from({ length: b }, () => Array.from({ length: t }, (_, j) => past + j))
   const hidden: Tensor[] = []
@@ -77,7 +100,8 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
     const dev = inputIds.device
     const { cos, sin } = ropeTables(dev, c, positions)
     const heads = (x: Tensor, n: number) => ops.transpose(ops.reshape(x, [b, t, n, c.headDim]), 1, 2)
-    let h = embed(c, params["model.embed_tokens.weight"], inputIds)
+    // A reshape is a fresh handle on the caller's embeddings: the loop below may dispose it, never the caller's tensor.
+    let h = embeds !== undefined ? ops.reshape(embeds, embeds.shape) : embed(c, params["model.embed_tokens.weight"], inputIds)
     const layer = (i: number, hIn: Tensor): Tensor => {
       let h = hIn
       const p = `model.layers.${i}`
@@ -97,7 +121,9 @@ export function forward(config: ModelConfig, params: Params, inputIds: Tensor, o
       const y = ops.rmsNorm(h, params[`${p}.post_attention_layernorm.weight`], c.rmsNormEps)
       const gate = project(params, `${p}.mlp.gate_proj`, y, options.lora)
       const up = project(params, `${p}.mlp.up_proj`, y, options.lora)
-      h = ops.add(h, project(params, `${p}.mlp.down_proj`, ops.siluMul(gate, up), options.lora))
+      const act = ops.siluMul(gate, up)
+      options.onMlpActivation?.(i, act)
+      h = ops.add(h, project(params, `${p}.mlp.down_proj`, act, options.lora))
       return h
     }
     for (let i = 0; i < c.numHiddenLayers; i++) {

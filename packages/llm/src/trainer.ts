@@ -7,6 +7,8 @@ import type { ProgressCallback } from "./progress.js"
 import { learningRate, type ScheduleKind, warmupStepsFor } from "./schedule.js"
 import { collateSft, countedTokens, epochBatches, IGNORE_INDEX, type SftBatch, type SftExample } from "./sft-data.js"
 
+// Custom objectives (SftOptions.loss) usually start from the token embeddings, e.g. to perturb them.
+
 /**
  * Supervised finetuning with the semantics of Hugging Face's Trainer (transformers ≥ 4.46):
  *
@@ -60,6 +62,27 @@ export interface SftOptions {
   /** Called (and awaited) after every `checkpointEvery` optimizer steps with the 1-based step. */
   readonly onCheckpoint?: (step: number) => void | Promise<void>
   readonly checkpointEvery?: number
+  /**
+   * A custom objective per micro-batch, replacing the response-token cross-entropy (default: `sftLossTensor`
+   * with the context's params, LoRA weights and normalizer). It must return a scalar tensor differentiable in
+   * the context's trainable tensors. Everything else — batching, accumulation, clipping, schedule, AdamW — is
+   * unchanged, and the reported `loss` (SftResult.losses, progress events) is this objective's value summed over
+   * the step's micro-batches, so scale per-batch terms by `batch.lossTokens / normalizer` to keep accumulation
+   * equal to one large batch.
+   */
+  readonly loss?: (context: SftLossContext) => Tensor
+}
+
+/** What a custom training objective (SftOptions.loss) receives for one micro-batch. */
+export interface SftLossContext {
+  readonly config: ModelConfig
+  /** Every model parameter: in full mode the trainable ones are the tensors being differentiated. */
+  readonly params: Params
+  /** LoRA mode: the adapter as forward() consumes it (training mode: dropout on). */
+  readonly lora?: LoraWeights
+  readonly batch: SftBatch
+  /** Loss tokens of the whole optimizer step (all micro-batches): divide summed token losses by it. */
+  readonly normalizer: number
 }
 
 export interface SftResult {
@@ -195,12 +218,14 @@ export async function trainSft(config: ModelConfig, params: Params, examples: re
   const optPlain = new AdamW({ ...adamOptions, weightDecay: 0 })
   const dropoutRng = new Rng(seed)
 
+  const objective =
+    options.loss ?? ((ctx: SftLossContext) => sftLossTensor(ctx.config, ctx.params, ctx.batch, { lora: ctx.lora, normalizer: ctx.normalizer }))
   const lossFn = (weights: Params, batch: SftBatch, normalizer: number): Tensor => {
     if (mode.kind === "lora") {
       const lora = loraWeights(mode.adapter, { train: true, rng: dropoutRng }, weights)
-      return sftLossTensor(config, frozen, batch, { lora, normalizer })
+      return objective({ config, params: frozen, lora, batch, normalizer })
     }
-    return sftLossTensor(config, { ...frozen, ...weights }, batch, { normalizer })
+    return objective({ config, params: { ...frozen, ...weights }, batch, normalizer })
   }
   const vg = valueAndGrad(lossFn)
 
