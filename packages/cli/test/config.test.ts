@@ -1,0 +1,100 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { Effect, Schema } from "effect"
+import { afterAll, describe, expect, it } from "vitest"
+import { decodeOptions, decodeValue, Experiment, experimentCells, formatPath, PositiveInt } from "../src/index.js"
+import { runBdvax } from "./cli-process.js"
+
+const GOOD = {
+  name: "toy-grid",
+  models: [{ name: "toy", toy: true }, { name: "smollm2", path: "models/SmolLM2-135M-Instruct" }],
+  attacks: ["badnet", "vpi"],
+  tasks: ["refusal"],
+  defenses: [{ kind: "none" }, { kind: "immunize", rho: 0.03 }, { kind: "finetune", epochs: 5 }],
+}
+
+const failure = async (value: unknown) => {
+  const r = await Effect.runPromise(Effect.result(decodeValue(Experiment, value, "exp.json")))
+  if (r._tag === "Success") throw new Error("expected a decoding failure")
+  return r.failure
+}
+
+describe("experiment file schema", () => {
+  it("decodes a valid grid, fills the defaults and enumerates every cell", async () => {
+    const e = await Effect.runPromise(decodeValue(Experiment, GOOD, "exp.json"))
+    expect(e.seed).toBe(0)
+    expect(e.plant).toEqual({ mode: "full", epochs: 3, batchSize: 8, ratio: 0.1 })
+    expect(e.eval).toEqual({ maxNewTokens: 64, batchSize: 16 })
+    const cells = experimentCells(e)
+    expect(cells.length).toBe(2 * 2 * 1 * 3)
+    expect(cells[0]).toMatchObject({ attack: "badnet", task: "refusal", defense: { kind: "none" } })
+    expect(cells[11]).toMatchObject({ model: { name: "smollm2" }, attack: "vpi", defense: { kind: "finetune" } })
+  })
+
+  it("names the field path and the file in every error", async () => {
+    const cases: Array<[unknown, string, string]> = [
+      [{ ...GOOD, defenses: [...GOOD.defenses, { kind: "immunize", rho: 3 }] }, "defenses[3].rho", "expected a number between 0 and 1, got 3"],
+      [{ ...GOOD, seed: "x" }, "seed", 'got "x"'],
+      [{ ...GOOD, models: undefined }, "models", "is required"],
+      [{ ...GOOD, defenses: [{ kind: "none" }, { kind: "prune-everything" }] }, "defenses[1]", 'whose "kind" is one of'],
+      [{ ...GOOD, attacks: ["badnet", "trojan"] }, "attacks[1]", 'expected an attack: one of "badnet"'],
+      [{ ...GOOD, models: [] }, "models", "expected a non-empty array of models"],
+      [{ ...GOOD, plant: { epochs: 0 } }, "plant.epochs", "expected a positive integer, got 0"],
+      [{ ...GOOD, colour: "blue" }, "colour", "is not a known field"],
+    ]
+    for (const [value, field, message] of cases) {
+      const e = await failure(value)
+      expect(e._tag).toBe("ConfigDecodeError")
+      expect(e.field).toBe(field)
+      expect(e.message).toContain(`exp.json: ${field}: `)
+      expect(e.message).toContain(message)
+    }
+  })
+
+  it("writes paths the way JavaScript would", () => {
+    expect(formatPath(["defenses", 2, "rho"])).toBe("defenses[2].rho")
+    expect(formatPath([])).toBe("(root)")
+    expect(formatPath(["a b", 0])).toBe('["a b"][0]')
+  })
+
+  it("reports command options by flag name", async () => {
+    const r = await Effect.runPromise(Effect.result(decodeOptions("demo", Schema.Struct({ plantEpochs: PositiveInt }), { plantEpochs: -2 })))
+    if (r._tag === "Success") throw new Error("expected a failure")
+    expect(r.failure.option).toBe("--plant-epochs")
+    expect(r.failure.message).toBe("bdvax demo: --plant-epochs: expected a positive integer, got -2")
+  })
+})
+
+describe("bdvax run <experiment file>", () => {
+  const dir = mkdtempSync(join(tmpdir(), "bdvax-exp-"))
+  afterAll(() => rmSync(dir, { recursive: true, force: true }))
+  const file = (name: string, value: unknown) => {
+    const path = join(dir, name)
+    writeFileSync(path, typeof value === "string" ? value : JSON.stringify(value, null, 2))
+    return path
+  }
+
+  it("rejects bad files with a non-zero exit code and the file and field on stderr", async () => {
+    const bad: Array<[string, unknown, string]> = [
+      ["wrong-type.json", { ...GOOD, tasks: "refusal" }, "tasks: expected a non-empty array of tasks, got \"refusal\""],
+      ["missing-field.json", { ...GOOD, defenses: undefined }, "defenses: is required"],
+      ["unknown-defense.json", { ...GOOD, defenses: [{ kind: "none" }, { kind: "immunize" }, { kind: "magic" }] }, "defenses[2]: expected a defense"],
+      ["not-json.json", "{ name: toy", "not valid JSON"],
+    ]
+    const runs = await Promise.all(bad.map(([name, value]) => runBdvax(["run", file(name, value)])))
+    runs.forEach((r, i) => {
+      const [name, , expected] = bad[i]
+      expect(r.code, r.stderr).not.toBe(0)
+      expect(r.stderr).toContain(join(dir, name))
+      expect(r.stderr).toContain(expected)
+    })
+  })
+
+  it("validates a good file, then says the grid is not wired yet", async () => {
+    const r = await runBdvax(["run", file("good.json", GOOD)])
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain("12 cell(s)")
+    expect(r.stderr).toContain("NotWiredError")
+  })
+})
