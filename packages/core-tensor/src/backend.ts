@@ -32,6 +32,10 @@ export interface View {
   readonly shape: readonly number[]
   readonly strides: readonly number[]
   readonly offset: number
+  /** float32 values stored as IEEE binary16 (dtype.ts `CreateDType`): 2 bytes per element, and shape, strides
+   *  and offset count halves. Only a backend whose info.features has "shader-f16" (WebGPU) is given such views,
+   *  and only as matmul operands and as the input or output of a float32 `cast`. */
+  readonly half?: boolean
 }
 
 export type UnaryOp = "neg" | "reciprocal" | "exp" | "log" | "sqrt" | "sin" | "cos" | "cast"
@@ -259,7 +263,7 @@ export interface Backend {
   destroy(): void
 }
 
-const viewKey = (v: View | null) => (v === null ? "none" : `${v.dtype}${v.shape.length}`)
+const viewKey = (v: View | null) => (v === null ? "none" : `${v.half ? "float16" : v.dtype}${v.shape.length}`)
 
 /** The static key of a call: kind, op and the dtype/rank of each view. Shapes are dynamic. */
 export function specOf(call: KernelCall): KernelSpec {

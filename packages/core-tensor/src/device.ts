@@ -1,6 +1,6 @@
 import { type Backend, type BackendName, type KernelCall, specOf } from "./backend.js"
 import { createCpuBackend } from "./backends/cpu/cpu-backend.js"
-import { type DType, storageArray } from "./dtype.js"
+import { type CreateDType, type DType, packHalves, storageArray } from "./dtype.js"
 import { BufferLimitError, shapeError } from "./errors.js"
 import { MemoryAccount, type MemoryStats, Storage } from "./memory.js"
 import { contiguousStrides, type Shape, sizeOf, validateShape } from "./shape.js"
@@ -45,12 +45,37 @@ export class Device {
     return new Tensor(this, storage, dtype, [...shape], contiguousStrides(shape), 0)
   }
 
-  /** A tensor from host values (row-major). `shape` defaults to [data.length], or [] for a number. */
-  tensor(data: HostData, shape?: Shape, dtype: DType = "float32"): Tensor {
+  /** Whether float16 storage stays float16 here (WebGPU with shader-f16); elsewhere it is converted to float32. */
+  get float16Storage(): boolean {
+    return this.backend.name === "webgpu" && this.backend.info.features.includes("shader-f16")
+  }
+
+  /** @internal a fresh contiguous float16-stored tensor (float32 values kept as IEEE halves), undefined contents.
+   *  Only where `float16Storage`. */
+  emptyHalf(shape: Shape, op: string): Tensor {
+    validateShape(op, shape)
+    const bytes = Math.max(4, Math.ceil(sizeOf(shape) / 2) * 4)
+    const limit = this.backend.info.limits.maxBufferSize
+    if (bytes > limit)
+      throw new BufferLimitError({ op, bytes, limit, message: `${op}: ${bytes} bytes for float16 [${shape.join(", ")}] exceed the ${this.name} buffer limit of ${limit}` })
+    const storage = new Storage(this.backend, this.backend.alloc(bytes), bytes, this.account)
+    return new Tensor(this, storage, "float32", [...shape], contiguousStrides(shape), 0, true)
+  }
+
+  /** A tensor from host values (row-major). `shape` defaults to [data.length], or [] for a number.
+   *  dtype "float16" rounds the values to IEEE halves (nearest even) and keeps them as halves where the device
+   *  computes on them (`float16Storage`); elsewhere they are converted to float32 on write, unrounded. */
+  tensor(data: HostData, shape?: Shape, dtype: CreateDType = "float32"): Tensor {
     const values: ArrayLike<number> = typeof data === "number" ? [data] : data
     const s = shape ?? (typeof data === "number" ? [] : [values.length])
     if (sizeOf(s) !== values.length)
       throw shapeError("tensor", [s], `${values.length} values do not fill shape (size ${sizeOf(s)})`)
+    if (dtype === "float16") {
+      if (!this.float16Storage) return this.tensor(values, s, "float32")
+      const t = this.emptyHalf(s, "tensor")
+      if (values.length > 0) this.backend.write(t.storage.buffer, packHalves(values))
+      return t
+    }
     const t = this.empty(s, dtype, "tensor")
     if (values.length > 0) {
       const host = storageArray(dtype, new ArrayBuffer(values.length * 4))

@@ -1,7 +1,7 @@
 import type { View } from "./backend.js"
 import type { Device } from "./device.js"
-import { type DType, storageArray } from "./dtype.js"
-import { DisposedError } from "./errors.js"
+import { type CreateDType, type DType, fromHalfBits, storageArray } from "./dtype.js"
+import { DisposedError, dtypeError } from "./errors.js"
 import { registerInScope, setTensorPredicate, type Storage } from "./memory.js"
 import { isContiguous, sizeOf } from "./shape.js"
 import type { GradNode } from "./autodiff.js"
@@ -31,6 +31,8 @@ export class Tensor {
     readonly shape: readonly number[],
     readonly strides: readonly number[],
     readonly offset: number,
+    /** @internal the storage holds IEEE halves (see `storageDType`). */
+    readonly half = false,
   ) {
     device.account.liveTensors.add(this)
     registerInScope(this)
@@ -49,10 +51,26 @@ export class Tensor {
     return this.offset === 0 && isContiguous(this.shape, this.strides)
   }
 
-  /** @internal the backend view; throws DisposedError after dispose. */
+  /** How the elements are stored: `dtype`, or "float16" for a float32 tensor kept as IEEE halves (created with
+   *  dtype "float16" or `ops.cast(x, "float16")` on a device that computes on halves). */
+  get storageDType(): CreateDType {
+    return this.half ? "float16" : this.dtype
+  }
+
+  /** @internal the backend view; throws DisposedError after dispose, and DTypeError for float16 storage, which
+   *  only the kernels that read halves accept (they ask for `storageView`). */
   view(op: string): View {
     this.assertAlive(op)
+    if (this.half)
+      throw dtypeError(op, ["float16"], `this tensor is stored as float16, which only matmul and cast read; convert it first with ops.cast(x, "float32")`)
     return { buffer: this.storage.buffer, dtype: this.dtype, shape: this.shape, strides: this.strides, offset: this.offset }
+  }
+
+  /** @internal the backend view of any storage, float16 included (for matmul and cast). */
+  storageView(op: string): View {
+    this.assertAlive(op)
+    const view = { buffer: this.storage.buffer, dtype: this.dtype, shape: this.shape, strides: this.strides, offset: this.offset }
+    return this.half ? { ...view, half: true } : view
   }
 
   assertAlive(op: string): void {
@@ -63,13 +81,13 @@ export class Tensor {
   /** A new handle on the same memory, with no autodiff history (gradients do not flow through it). */
   detach(): Tensor {
     this.assertAlive("detach")
-    return new Tensor(this.device, this.storage.retain(), this.dtype, this.shape, this.strides, this.offset)
+    return new Tensor(this.device, this.storage.retain(), this.dtype, this.shape, this.strides, this.offset, this.half)
   }
 
   /** @internal a new handle on the same memory with given geometry (views). */
   withGeometry(shape: readonly number[], strides: readonly number[], offset: number): Tensor {
     this.assertAlive("view")
-    return new Tensor(this.device, this.storage.retain(), this.dtype, shape, strides, offset)
+    return new Tensor(this.device, this.storage.retain(), this.dtype, shape, strides, offset, this.half)
   }
 
   dispose(): void {
@@ -83,9 +101,14 @@ export class Tensor {
     this.dispose()
   }
 
-  /** Copy the values to the host, row-major. bool reads as Uint8Array of 0/1. */
+  /** Copy the values to the host, row-major. bool reads as Uint8Array of 0/1; float16 storage as Float32Array. */
   async data(): Promise<Float32Array | Int32Array | Uint8Array> {
     this.assertAlive("data")
+    if (this.half && this.isContiguous) {
+      const bytes = await this.device.backend.read(this.storage.buffer, 0, this.size * 2)
+      const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, this.size)
+      return Float32Array.from(halves, fromHalfBits)
+    }
     const src = this.isContiguous ? this : this.contiguousCopy()
     try {
       const bytes = await this.device.backend.read(src.storage.buffer, 0, src.size * 4)
@@ -97,10 +120,11 @@ export class Tensor {
     }
   }
 
+  /** A contiguous copy (float16 storage comes back as float32). */
   private contiguousCopy(): Tensor {
     const alias = this.detach()
     try {
-      return api.contiguous(alias)
+      return this.half ? api.cast(alias, "float32") : api.contiguous(alias)
     } finally {
       alias.dispose()
     }
@@ -149,7 +173,7 @@ export class Tensor {
   pad(before: readonly number[], after: readonly number[], value = 0) { return api.pad(this, before, after, value) }
   contiguous() { return api.contiguous(this) }
   matmul(o: Tensor) { return api.matmul(this, o) }
-  cast(dtype: DType) { return api.cast(this, dtype) }
+  cast(dtype: CreateDType) { return api.cast(this, dtype) }
 }
 
 setTensorPredicate((v: unknown): v is Tensor => v instanceof Tensor)

@@ -1,4 +1,4 @@
-import type { DType } from "../dtype.js"
+import type { CreateDType } from "../dtype.js"
 import { dtypeError, shapeError } from "../errors.js"
 import { tidy } from "../memory.js"
 import { broadcastShapes, normalizeAxis, sameShape, type Shape, sizeOf } from "../shape.js"
@@ -83,7 +83,14 @@ export const div = (a: TensorLike, b: TensorLike): Tensor => {
   return tidy(() => mul(lift(a, like), reciprocal(lift(b, like))))
 }
 
-export function cast(x: Tensor, dtype: DType): Tensor {
+/**
+ * Convert to `dtype`. "float16" keeps float32 values as IEEE halves (nearest even) where the device computes on
+ * them (`Device.float16Storage`; matmul reads them, accumulating in f32) and is a float32 copy elsewhere;
+ * `cast(h, "float32")` brings float16 storage back. Gradients pass through float ↔ float16 casts unchanged.
+ */
+export function cast(x: Tensor, dtype: CreateDType): Tensor {
+  if (dtype === "float16" && x.dtype !== "float32") throw dtypeError("cast", [x.dtype], "only float32 tensors can be stored as float16")
+  if (x.half && dtype !== "float32") throw dtypeError("cast", ["float16", dtype], 'float16 storage converts to float32 only (cast to "float32" first)')
   return apply("cast", primitives.cast, [x], { dtype })
 }
 

@@ -1,5 +1,5 @@
 import type { BinaryOp, UnaryOp } from "../backend.js"
-import type { DType } from "../dtype.js"
+import type { CreateDType, DType } from "../dtype.js"
 import { contiguousStrides } from "../shape.js"
 import type { Tensor } from "../tensor.js"
 import type { OpRule } from "./apply.js"
@@ -19,7 +19,7 @@ export interface PrimitiveAttrs {
   sqrt: {}
   sin: {}
   cos: {}
-  cast: { readonly dtype: DType }
+  cast: { readonly dtype: CreateDType }
   add: {}
   mul: {}
   max: {}
@@ -69,6 +69,18 @@ export function copyContiguous(x: Tensor): Tensor {
   return out
 }
 
+/**
+ * float32 → float16 storage (`toHalf`) or float16 storage → float32: a `cast` kernel whose half side has
+ * `View.half`. Without float16 storage on the device, "float16" is a float32 copy.
+ */
+function castFloat16(x: Tensor, toHalf: boolean): Tensor {
+  const device = x.device
+  if (toHalf && !device.float16Storage) return copyContiguous(x)
+  const out = toHalf ? device.emptyHalf(x.shape, "cast") : device.empty(x.shape, "float32", "cast")
+  if (out.size > 0) device.run({ kind: "unary", op: "cast", x: x.storageView("cast"), out: out.storageView("cast") })
+  return out
+}
+
 /** An elementwise op whose gradient is g·f'(x), written with front-end ops. */
 const elementwise = (forward: (x: Tensor) => Tensor, dfdx: (x: Tensor, out: Tensor) => Tensor): OpRule<{}> => ({
   forward: ([x]) => forward(x),
@@ -87,9 +99,10 @@ export const primitives: { readonly [P in PrimitiveName]: OpRule<PrimitiveAttrs[
   cos: elementwise((x) => unary("cos", x), (x) => api.neg(api.sin(x))),
 
   cast: {
-    forward: ([x], { dtype }) => unary("cast", x, dtype),
-    // Only float → float carries a gradient; integer and boolean results are piecewise constant.
-    vjp: (g, { inputs: [x], attrs }) => [x.dtype === "float32" && attrs.dtype === "float32" ? g : null],
+    forward: ([x], { dtype }) => (dtype === "float16" || x.half ? castFloat16(x, dtype === "float16") : unary("cast", x, dtype)),
+    // Only float → float (float16 storage included) carries a gradient; integer and boolean results are
+    // piecewise constant.
+    vjp: (g, { inputs: [x], attrs }) => [x.dtype === "float32" && attrs.dtype !== "int32" && attrs.dtype !== "bool" ? g : null],
   },
 
   add: { forward: ([a, b]) => binary("add", a, b), vjp: (g) => [g, g] },
@@ -187,7 +200,8 @@ export const primitives: { readonly [P in PrimitiveName]: OpRule<PrimitiveAttrs[
     forward: ([a, b]) => {
       const r = a.rank
       const out = a.device.empty([...a.shape.slice(0, r - 1), b.shape[r - 1]], "float32", "matmul")
-      if (out.size > 0) a.device.run({ kind: "matmul", a: a.view("matmul"), b: b.view("matmul"), out: out.view("matmul") })
+      // Either operand may be float16 storage (WebGPU): read as halves, accumulated in f32.
+      if (out.size > 0) a.device.run({ kind: "matmul", a: a.storageView("matmul"), b: b.storageView("matmul"), out: out.view("matmul") })
       return out
     },
     // Only the cotangents the tape needs: with a frozen weight (LoRA) its gradient is never formed.

@@ -1,5 +1,6 @@
+import { BindGroupCache } from "./bind-groups.js"
+import { UniformRing } from "./uniform-ring.js"
 import type { Grid, ParamList } from "./wgsl-helpers.js"
-import { SLOT_BYTES, UniformRing } from "./uniform-ring.js"
 
 /** Dispatches per command buffer: a bound on host memory and latency, and the size of the uniform ring. */
 export const MAX_PENDING_DISPATCHES = 256
@@ -19,26 +20,25 @@ export class DispatchRecorder {
   private encoder: GPUCommandEncoder | null = null
   private pass: GPUComputePassEncoder | null = null
   private readonly uniforms: UniformRing
+  /** Compute dispatches recorded since creation (each pass of a multi-pass kernel counts). */
+  dispatches = 0
+
+  private readonly groups: BindGroupCache
 
   constructor(private readonly device: GPUDevice) {
     this.uniforms = new UniformRing(device, MAX_PENDING_DISPATCHES)
+    this.groups = new BindGroupCache(device, this.uniforms.buffer)
   }
 
   record(pipeline: GPUComputePipeline, layout: GPUBindGroupLayout, buffers: readonly BoundBuffer[], params: ParamList, grid: Grid, label: string): void {
     const offset = this.uniforms.push(params)
-    const group = this.device.createBindGroup({
-      layout,
-      label,
-      entries: [
-        { binding: 0, resource: { buffer: this.uniforms.buffer, offset, size: SLOT_BYTES } },
-        ...buffers.map((b, i) => ({ binding: i + 1, resource: { buffer: b.buffer, offset: 0, size: b.size } })),
-      ],
-    })
+    const group = this.groups.get(layout, buffers, label)
     this.encoder ??= this.device.createCommandEncoder({ label: "steps" })
     this.pass ??= this.encoder.beginComputePass()
     this.pass.setPipeline(pipeline)
-    this.pass.setBindGroup(0, group)
+    this.pass.setBindGroup(0, group, [offset])
     this.pass.dispatchWorkgroups(grid[0], grid[1], grid[2])
+    this.dispatches++
     if (this.uniforms.full) this.submit()
   }
 
@@ -46,6 +46,7 @@ export class DispatchRecorder {
    *  pending encoder is submitted (destroying a buffer that submitted work still uses is legal; submitting work
    *  that binds a destroyed buffer is not). */
   destroyAfterSubmit(buffer: GPUBuffer): void {
+    this.groups.forget(buffer)
     if (this.encoder === null) buffer.destroy()
     else this.retired.push(buffer)
   }

@@ -1,5 +1,6 @@
 import type { BinaryOp, KernelOf, UnaryOp } from "../../backend.js"
 import type { DType } from "../../dtype.js"
+import { withHalfCasts } from "./half.js"
 import type { KernelTable } from "./kernel.js"
 import { pointwise } from "./pointwise.js"
 import { SIGMOID_FN, scalarBits, wgslType } from "./wgsl-helpers.js"
@@ -9,7 +10,9 @@ import { SIGMOID_FN, scalarBits, wgslType } from "./wgsl-helpers.js"
  * move 32-bit words without interpreting them (bit-exact, one shader for every dtype, like the CPU backend).
  */
 
-const FLOAT_UNARY: Record<Exclude<UnaryOp, "cast">, (v: string) => string> = {
+/** Expression templates, shared with the fused kernels (fusion-nodes.ts) so that a fused op computes exactly
+ *  the same WGSL expression, in the same order, as its stand-alone kernel. */
+export const FLOAT_UNARY: Record<Exclude<UnaryOp, "cast">, (v: string) => string> = {
   neg: (v) => `-${v}`,
   reciprocal: (v) => `1.0 / ${v}`,
   exp: (v) => `exp(${v})`,
@@ -19,23 +22,25 @@ const FLOAT_UNARY: Record<Exclude<UnaryOp, "cast">, (v: string) => string> = {
   cos: (v) => `cos(${v})`,
 }
 
-const ZERO: Record<DType, string> = { float32: "0.0", int32: "0i", bool: "0u" }
+export const ZERO: Record<DType, string> = { float32: "0.0", int32: "0i", bool: "0u" }
 
 /** WGSL for storing `v` (of dtype `from`) as `to`. f32→i32 truncates toward zero (WGSL saturates out-of-range
  *  values where the CPU's ToInt32 wraps them; both agree inside the int32 range). */
-function castExpr(v: string, from: DType, to: DType): string {
+export function castExpr(v: string, from: DType, to: DType): string {
   if (from === to) return v
   if (to === "bool") return `select(0u, 1u, ${v} != ${ZERO[from]})`
   return `${wgslType(to)}(${v})`
 }
 
-function unaryBody({ op, x, out }: KernelOf<"unary">): string {
-  const v = "x_buf[x_i]"
-  if (op === "cast") return `  out_buf[out_i] = ${x.dtype === out.dtype ? v : castExpr(v, x.dtype, out.dtype)};`
-  return `  out_buf[out_i] = ${FLOAT_UNARY[op](v)};`
+/** The value of a unary op applied to `v` (dtype `from`), stored as `to`. */
+export function unaryExpr(op: UnaryOp, v: string, from: DType, to: DType): string {
+  if (op === "cast") return from === to ? v : castExpr(v, from, to)
+  return FLOAT_UNARY[op](v)
 }
 
-const BINARY: Record<BinaryOp, (a: string, b: string) => string> = {
+const unaryBody = ({ op, x, out }: KernelOf<"unary">) => `  out_buf[out_i] = ${unaryExpr(op, "x_buf[x_i]", x.dtype, out.dtype)};`
+
+export const BINARY: Record<BinaryOp, (a: string, b: string) => string> = {
   add: (a, b) => `${a} + ${b}`,
   mul: (a, b) => `${a} * ${b}`, // i32 multiplication wraps mod 2^32, as Math.imul does
   max: (a, b) => `max(${a}, ${b})`,
@@ -43,12 +48,26 @@ const BINARY: Record<BinaryOp, (a: string, b: string) => string> = {
   cmpeq: (a, b) => `select(0u, 1u, ${a} == ${b})`,
 }
 
+/** cond ? a : b on 0/1 words or typed values alike. */
+export const whereExpr = (cond: string, a: string, b: string) => `select(${b}, ${a}, ${cond} != 0u)`
+
+/** SwiGLU forward and backward statements over value expressions and output lvalues. */
+export const siluMulStatements = (gate: string, up: string, out: string) => `  let z = ${gate};\n  ${out} = z * sigmoid(z) * ${up};`
+export const siluMulBackwardStatements = (gate: string, up: string, g: string, dGate: string, dUp: string) => `  let z = ${gate};
+  let s = sigmoid(z);
+  let gv = ${g};
+  ${dGate} = gv * ${up} * s * (1.0 + z * (1.0 - s));
+  ${dUp} = gv * z * s;`
+
 export const elementwiseKernels = {
-  unary: pointwise<"unary">({
-    inputs: ({ x }) => [["x", x]],
-    outputs: ({ out }) => [["out", out]],
-    body: unaryBody,
-  }),
+  // float32 ↔ float16-storage casts have passes of their own (half.ts).
+  unary: withHalfCasts(
+    pointwise<"unary">({
+      inputs: ({ x }) => [["x", x]],
+      outputs: ({ out }) => [["out", out]],
+      body: unaryBody,
+    }),
+  ),
   binary: pointwise<"binary">({
     inputs: ({ a, b }) => [
       ["a", a],
@@ -66,7 +85,7 @@ export const elementwiseKernels = {
       ["b", b],
     ],
     outputs: ({ out }) => [["out", out]],
-    body: () => `  out_buf[out_i] = select(b_buf[b_i], a_buf[a_i], cond_buf[cond_i] != 0u);`,
+    body: () => `  out_buf[out_i] = ${whereExpr("cond_buf[cond_i]", "a_buf[a_i]", "b_buf[b_i]")};`,
   }),
   copy: pointwise<"copy">({
     words: true,
@@ -107,7 +126,7 @@ export const elementwiseKernels = {
     ],
     outputs: ({ out }) => [["out", out]],
     decls: SIGMOID_FN,
-    body: () => `  let z = gate_buf[gate_i];\n  out_buf[out_i] = z * sigmoid(z) * up_buf[up_i];`,
+    body: () => siluMulStatements("gate_buf[gate_i]", "up_buf[up_i]", "out_buf[out_i]"),
   }),
   siluMulBackward: pointwise<"siluMulBackward">({
     inputs: ({ gate, up, g }) => [
@@ -120,11 +139,7 @@ export const elementwiseKernels = {
       ["dUp", dUp],
     ],
     decls: SIGMOID_FN,
-    body: () => `  let z = gate_buf[gate_i];
-  let s = sigmoid(z);
-  let gv = g_buf[g_i];
-  dGate_buf[dGate_i] = gv * up_buf[up_i] * s * (1.0 + z * (1.0 - s));
-  dUp_buf[dUp_i] = gv * z * s;`,
+    body: () => siluMulBackwardStatements("gate_buf[gate_i]", "up_buf[up_i]", "g_buf[g_i]", "dGate_buf[dGate_i]", "dUp_buf[dUp_i]"),
   }),
 } satisfies KernelTable<"unary" | "binary" | "where" | "copy" | "fill" | "pad" | "siluMul" | "siluMulBackward">
 

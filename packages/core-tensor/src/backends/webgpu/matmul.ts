@@ -31,9 +31,9 @@ import { type Binding, flatGrid, type Grid, input, MAX_GROUPS_PER_DIM, output, P
  * its variant. The tile candidates and device parallelism come from tuning.ts (per adapter, optionally
  * autotuned).
  *
- * f16 storage: a backend-internal call (`HalfMatmulCall`, used by WebGpuBackend.matmulHalf) may mark A and/or B
- * as packed IEEE half floats; the tiled kernel then binds them as f16 (vec4<f16> for vector loads), converts on
- * the way into workgroup memory and accumulates in f32. The tensor layer has no f16 dtype yet.
+ * f16 storage: A and/or B may be packed IEEE half floats — float16 tensors (`View.half`), or a backend-level
+ * `HalfMatmulCall` (WebGpuBackend.matmulHalf); the tiled kernel then binds them as f16 (vec4<f16> for vector
+ * loads), converts on the way into workgroup memory and accumulates in f32.
  */
 
 type MatmulCall = KernelOf<"matmul">
@@ -43,7 +43,11 @@ export interface HalfMatmulCall extends MatmulCall {
   readonly half: { readonly a: boolean; readonly b: boolean }
 }
 
-const halfOf = (call: MatmulCall) => (call as Partial<HalfMatmulCall>).half ?? { a: false, b: false }
+/** Which operands are IEEE halves: marked on the call (matmulHalf) or on the views (float16 tensors). */
+function halfOf(call: MatmulCall): { readonly a: boolean; readonly b: boolean } {
+  const marked = (call as Partial<HalfMatmulCall>).half
+  return { a: marked?.a === true || call.a.half === true, b: marked?.b === true || call.b.half === true }
+}
 
 const dims = ({ a, b }: MatmulCall) => {
   const rank = a.shape.length

@@ -1,5 +1,6 @@
 import type { KernelCall, KernelKind, KernelOf, KernelSpec, Program, View } from "../../backend.js"
-import { type KernelContext, type KernelGenerator, type KernelPass, planCall, type ScratchAlloc } from "./kernel.js"
+import type { FusedKernel } from "./fusion-codegen.js"
+import { type KernelContext, type KernelGenerator, type KernelPass, planCall, type ScratchAlloc, type ShaderParts } from "./kernel.js"
 import { KERNELS } from "./kernels.js"
 import { layoutSignature, shaderModule } from "./shader-module.js"
 import { type Binding, type Grid, MAX_RANK, type ParamList } from "./wgsl-helpers.js"
@@ -34,6 +35,7 @@ export class ProgramCache {
   private readonly programs = new Map<string, WebGpuProgram<KernelKind>>()
   private readonly pipelines = new Map<string, GPUComputePipeline>()
   private readonly layouts = new Map<string, { group: GPUBindGroupLayout; pipeline: GPUPipelineLayout }>()
+  private readonly fusedPipelines = new Map<string, { readonly pipeline: GPUComputePipeline; readonly layout: GPUBindGroupLayout }>()
 
   constructor(
     private readonly device: GPUDevice,
@@ -66,18 +68,36 @@ export class ProgramCache {
   private pipeline<K extends KernelKind>(program: WebGpuProgram<K>, pass: KernelPass) {
     const known = program.pipelines.get(pass.variant)
     if (known !== undefined) return known
-    const source = shaderModule(pass.shader(), pass.bindings, pass.params)
-    const layout = this.layout(pass.bindings)
+    const entry = this.compilePipeline(`${program.key}${pass.variant === "" ? "" : ` (${pass.variant})`}`, pass.shader(), pass.bindings, pass.params)
+    program.pipelines.set(pass.variant, entry)
+    return entry
+  }
+
+  /** The pipeline of a fused kernel, by its structural key (fusion-codegen.ts); compiled on first use. */
+  fused(kernel: FusedKernel): { readonly pipeline: GPUComputePipeline; readonly layout: GPUBindGroupLayout } {
+    let entry = this.fusedPipelines.get(kernel.key)
+    if (entry === undefined) {
+      entry = this.compilePipeline(kernel.label, kernel.shader(), kernel.bindings, kernel.params)
+      this.fusedPipelines.set(kernel.key, entry)
+    }
+    return entry
+  }
+
+  /** Distinct fused kernels compiled so far. */
+  get fusedVariants(): number {
+    return this.fusedPipelines.size
+  }
+
+  private compilePipeline(label: string, parts: ShaderParts, bindings: readonly Binding[], params: ParamList) {
+    const source = shaderModule(parts, bindings, params)
+    const layout = this.layout(bindings)
     let pipeline = this.pipelines.get(source)
     if (pipeline === undefined) {
-      const label = `${program.key}${pass.variant === "" ? "" : ` (${pass.variant})`}`
       const module = this.device.createShaderModule({ code: source, label })
       pipeline = this.device.createComputePipeline({ layout: layout.pipeline, compute: { module, entryPoint: "main" }, label })
       this.pipelines.set(source, pipeline)
     }
-    const entry = { pipeline, layout: layout.group }
-    program.pipelines.set(pass.variant, entry)
-    return entry
+    return { pipeline, layout: layout.group }
   }
 
   private layout(bindings: readonly Binding[]) {
@@ -87,7 +107,8 @@ export class ProgramCache {
     const group = this.device.createBindGroupLayout({
       label: `bindings ${signature}`,
       entries: [
-        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform" } },
+        // Dynamic offset: each dispatch's slot of the uniform ring, so bind groups can be reused (bind-groups.ts).
+        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: "uniform", hasDynamicOffset: true } },
         ...bindings.map((b, i) => ({
           binding: i + 1,
           visibility: GPUShaderStage.COMPUTE,
@@ -106,11 +127,18 @@ export const scratchView = (buffer: View["buffer"], elements: number): View => (
 
 const isView = (value: unknown): value is View => typeof value === "object" && value !== null && "buffer" in value && "strides" in value
 
+/** float16 storage (View.half) is read by matmul and converted by float32 casts; no other kernel reads halves. */
+const halfAllowed = (call: KernelCall, name: string) =>
+  call.kind === "matmul" ? name !== "out" : call.kind === "unary" && call.op === "cast" && call.x.dtype === "float32" && call.out.dtype === "float32"
+
 function checkRanks(call: KernelCall): void {
   for (const [name, value] of Object.entries(call)) {
     if (isView(value) && value.shape.length > MAX_RANK)
       throw new RangeError(`webgpu ${call.kind}: ${name} has rank ${value.shape.length}; kernels support rank ≤ ${MAX_RANK}`)
+    if (isView(value) && value.half === true && !halfAllowed(call, name))
+      throw new TypeError(`webgpu ${call.kind}: ${name} is float16 storage, which only matmul operands and float32 casts accept`)
   }
+  if (call.kind === "unary" && call.x.half === true && call.out.half === true) throw new TypeError("webgpu cast: float16 to float16 is not a conversion")
   if (call.kind === "matmul" && call.a.shape.length - 2 > 4)
     throw new RangeError(`webgpu matmul: batch rank ${call.a.shape.length - 2} exceeds 4`)
 }

@@ -2,18 +2,28 @@ import { create, globals } from "webgpu"
 import { type Backend, type BackendInfo, type DeviceBuffer, type KernelCall, type KernelKind, type KernelSpec, type Program, specOf } from "../../backend.js"
 import { BackendUnavailableError, BufferLimitError } from "../../errors.js"
 import { BufferPool, GpuDeviceBuffer } from "./buffer-pool.js"
-import { DispatchRecorder } from "./dispatch-recorder.js"
+import { type BoundBuffer, DispatchRecorder } from "./dispatch-recorder.js"
+import { FUSION_DEFAULTS, type FusionCounts, type FusionOptions, fusionOptions, recordWindow, type WebGpuStats } from "./fusion.js"
+import { fusibleOp, isFusible } from "./fusion-nodes.js"
+import type { FusionLimits } from "./fusion-plan.js"
 import type { KernelContext } from "./kernel.js"
 import type { HalfMatmulCall } from "./matmul.js"
+import { PendingWindow, type PreparedPass } from "./pending-window.js"
 import { ProgramCache, scratchView, type WebGpuProgram } from "./program-cache.js"
 import { type AdapterDescription, autotuneEnabled, resolveTuning, type WebGpuTuning } from "./tuning.js"
+import { PARAM_WORDS } from "./wgsl-helpers.js"
+
+export type { FusionOptions, WebGpuStats } from "./fusion.js"
 
 /**
  * The WebGPU backend on Dawn's Node bindings (`webgpu` on npm). Without a GPU it runs on Mesa's lavapipe, a
  * Vulkan driver on the CPU (install it with scripts/setup-webgpu-lavapipe.sh).
  *
- * Work flow: `dispatch` records into one pending command encoder (see DispatchRecorder), which is submitted
- * when the host needs results (`read`, `flush`), before host data lands (`write`), or when it grows long.
+ * Work flow: `dispatch` puts the call into a window of waiting calls (pending-window.ts); at the next sync
+ * point (`read`, `flush`, a `write` to a buffer a waiting call uses, or when the window grows long) the window
+ * is planned — chains of element-wise calls become fused kernels whose dead intermediates never reach memory
+ * (fusion-plan.ts, README "Element-wise fusion") — and recorded into one pending command encoder (see
+ * DispatchRecorder), which is submitted when the host needs results or when it grows long.
  * Device errors (validation, out-of-memory, device loss) arrive asynchronously; they are kept and thrown from
  * the next `read` or `flush` (device loss from every call after it) instead of being lost in a log.
  */
@@ -26,6 +36,9 @@ export interface WebGpuBackendOptions {
   readonly tuning?: WebGpuTuning
   /** Run the matmul micro-autotune if no cached result exists (default: env BDVAX_WEBGPU_AUTOTUNE=1). */
   readonly autotune?: boolean
+  /** Element-wise fusion: on by default; `false` (or env BDVAX_WEBGPU_FUSION=0) records every call as its own
+   *  dispatch, as before. An object tunes the window and kernel sizes. */
+  readonly fusion?: boolean | Partial<FusionOptions>
 }
 
 /** Limits asked at the adapter's maximum: big buffers and bindings, and room for large workgroups. */
@@ -87,7 +100,7 @@ export async function createWebGpuBackend(options: WebGpuBackendOptions = {}): P
     workgroupStorage: device.limits.maxComputeWorkgroupStorageSize,
     maxInvocations: device.limits.maxComputeInvocationsPerWorkgroup,
   }
-  const backend = new WebGpuBackend(device, info, options.maxPooledBytes ?? 2 ** 30, context, adapterDescription)
+  const backend = new WebGpuBackend(device, info, options.maxPooledBytes ?? 2 ** 30, context, adapterDescription, fusionOptions(options.fusion))
   if (options.tuning === undefined && (options.autotune ?? autotuneEnabled()) && context.tuning.source !== "autotune") {
     const { autotune } = await import("./autotune.js")
     await autotune(backend, adapterDescription)
@@ -102,6 +115,12 @@ export class WebGpuBackend implements Backend {
   private readonly programs: ProgramCache
   private readonly recorder: DispatchRecorder
   private readonly live = new Set<GpuDeviceBuffer>()
+  /** Waiting calls; null when fusion is off (every call is recorded as it comes). */
+  private readonly window: PendingWindow | null
+  private readonly limitsOfFusion: FusionLimits
+  /** Bytes bound of a buffer at most: maxStorageBufferBindingSize, a multiple of 16. */
+  private readonly bindingCap: number
+  private readonly counts: FusionCounts = { calls: 0, fusedKernels: 0, fusedCalls: 0, elidedOutputs: 0, droppedCalls: 0 }
   private destroyed = false
   private lost: string | null = null
   private error: string | null = null
@@ -114,7 +133,15 @@ export class WebGpuBackend implements Backend {
     context: KernelContext,
     /** Dawn's adapter.info fields (the tuning table and autotune cache key on them). */
     readonly adapter: AdapterDescription,
+    fusion: FusionOptions | null = FUSION_DEFAULTS,
   ) {
+    this.window = fusion === null ? null : new PendingWindow(fusion)
+    this.bindingCap = Math.floor(device.limits.maxStorageBufferBindingSize / 16) * 16
+    this.limitsOfFusion = {
+      maxBindings: device.limits.maxStorageBuffersPerShaderStage,
+      maxParamWords: PARAM_WORDS,
+      maxNodes: fusion?.maxNodes ?? FUSION_DEFAULTS.maxNodes,
+    }
     const maxBuffer = device.limits.maxBufferSize
     this.storage = new BufferPool(device, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST, "tensor", maxBuffer, maxPooledBytes, (b) =>
       this.recorder.destroyAfterSubmit(b),
@@ -145,11 +172,18 @@ export class WebGpuBackend implements Backend {
   free(buffer: DeviceBuffer): void {
     if (this.destroyed) return
     const b = this.own(buffer, "free")
+    ;(buffer as GpuDeviceBuffer).gpu = null
+    this.live.delete(buffer as GpuDeviceBuffer)
+    // A waiting call uses it: it returns to the pool once the window is recorded (and the planner learns that
+    // nothing outside the window reads it).
+    if (this.window?.references(buffer)) {
+      this.window.free(buffer, b)
+      if (this.window.full) this.emit()
+      return
+    }
     // Dispatches already recorded may still read it; that is fine: whoever gets it next writes it through the
     // same queue, after them.
     this.storage.release(b)
-    ;(buffer as GpuDeviceBuffer).gpu = null
-    this.live.delete(buffer as GpuDeviceBuffer)
   }
 
   write(buffer: DeviceBuffer, data: ArrayBufferView, byteOffset = 0): void {
@@ -161,7 +195,9 @@ export class WebGpuBackend implements Backend {
     if (byteOffset < 0 || byteOffset + bytes > buffer.byteLength)
       throw new RangeError(`webgpu write: ${bytes} bytes at ${byteOffset} overrun a ${buffer.byteLength}-byte buffer`)
     if (bytes === 0) return
-    // Submit first: a dispatch recorded earlier that reads this buffer must run before the new bytes land.
+    // Submit first: a dispatch recorded earlier that reads this buffer must run before the new bytes land. Calls
+    // still waiting in the window need recording first only if they use it (a fresh tensor's buffer never is).
+    if (this.window?.references(buffer)) this.emit()
     this.recorder.submit()
     this.device.queue.writeBuffer(target, byteOffset, new Uint8Array(data.buffer, data.byteOffset, bytes))
   }
@@ -178,6 +214,7 @@ export class WebGpuBackend implements Backend {
     // Copies move whole words: widen the range to 4-byte boundaries and cut the answer out afterwards.
     const start = Math.floor(byteOffset / 4) * 4
     const end = Math.ceil((byteOffset + byteLength) / 4) * 4
+    this.emit()
     const staging = this.staging.acquire(end - start)
     this.recorder.submit((encoder) => encoder.copyBufferToBuffer(source, start, staging, 0, end - start))
     try {
@@ -216,8 +253,8 @@ export class WebGpuBackend implements Backend {
 
   /**
    * A matmul whose A and/or B buffers hold IEEE half floats (f16 storage, f32 accumulation; needs shader-f16,
-   * see `kernelContext.f16`). Backend-level only: the tensor layer has no f16 dtype yet. Views keep dtype
-   * "float32" but count shapes, strides and offsets in halves; out is float32.
+   * see `kernelContext.f16`), for buffers written by hand; tensors use float16 storage (`View.half`) instead.
+   * Views keep dtype "float32" but count shapes, strides and offsets in halves; out is float32.
    */
   matmulHalf(call: HalfMatmulCall): void {
     if (!this.programs.context.f16) throw new Error("webgpu matmulHalf: this adapter has no shader-f16")
@@ -230,39 +267,87 @@ export class WebGpuBackend implements Backend {
     this.assertUsable(call.kind)
     const p = program as WebGpuProgram<KernelKind>
     if (p.kind !== call.kind) throw new Error(`webgpu dispatch: program ${p.key} cannot run a ${call.kind} call`)
-    // Scratch buffers live until the call is recorded; freeing them right after is safe for the same reason
-    // `free` is: whoever gets them next writes them through the same queue, after these dispatches.
-    const scratch: GPUBuffer[] = []
-    try {
-      const passes = this.programs.prepare(p, call, (elements) => {
-        const gpuBuffer = this.storage.acquire(Math.max(16, elements * 4))
-        scratch.push(gpuBuffer)
-        return scratchView(new GpuDeviceBuffer(Math.max(16, elements * 4), gpuBuffer), elements)
-      })
-      const limit = this.device.limits.maxStorageBufferBindingSize
-      for (const pass of passes) {
-        const buffers = pass.bindings.map((b) => {
-          const gpuBuffer = this.own(b.view.buffer, call.kind)
-          if (b.view.buffer.byteLength > limit)
-            throw new BufferLimitError({
-              op: call.kind,
-              bytes: b.view.buffer.byteLength,
-              limit,
-              message: `${call.kind}: operand ${b.name} lives in a ${b.view.buffer.byteLength}-byte buffer, over this device's ${limit}-byte storage binding limit (maxStorageBufferBindingSize); kernels do not chunk yet`,
-            })
-          // Bind the whole buffer (offsets and strides travel in the uniforms), capped at the binding limit: a
-          // size class may round a buffer that fits the limit up past it. 16-byte multiples suit vec4 bindings.
-          return { buffer: gpuBuffer, size: Math.min(gpuBuffer.size, Math.floor(limit / 16) * 16) }
-        })
-        this.recorder.record(pass.pipeline, pass.layout, buffers, pass.params, pass.grid, pass.label)
+    this.counts.calls++
+    const window = this.window
+    if (window !== null && isFusible(call)) {
+      const operands = fusibleOp(call).operands(call)
+      const buffers = new Map<DeviceBuffer, GPUBuffer>()
+      for (const [name, view] of [...operands.inputs.map((v) => ["input", v] as const), ...operands.outputs.map((v) => ["output", v] as const), ...operands.state])
+        buffers.set(view.buffer, this.bindable(view.buffer, call.kind, name))
+      window.addNode(call, operands, buffers)
+    } else {
+      // Scratch buffers live until the call is recorded; freeing them right after is safe for the same reason
+      // `free` is: whoever gets them next writes them through the same queue, after these dispatches.
+      const scratch: GPUBuffer[] = []
+      const handles = new Map<DeviceBuffer, GPUBuffer>()
+      let passes: PreparedPass[]
+      try {
+        passes = this.programs
+          .prepare(p, call, (elements) => {
+            const gpuBuffer = this.storage.acquire(Math.max(16, elements * 4))
+            scratch.push(gpuBuffer)
+            return scratchView(new GpuDeviceBuffer(Math.max(16, elements * 4), gpuBuffer), elements)
+          })
+          .map((pass) => ({
+            ...pass,
+            buffers: pass.bindings.map((b) => {
+              const gpuBuffer = this.bindable(b.view.buffer, call.kind, b.name)
+              handles.set(b.view.buffer, gpuBuffer)
+              return this.bound(gpuBuffer)
+            }),
+          }))
+      } catch (e) {
+        for (const b of scratch) this.storage.release(b)
+        throw e
       }
-    } finally {
-      for (const b of scratch) this.storage.release(b)
+      if (window === null || window.isEmpty) {
+        for (const pass of passes) this.recorder.record(pass.pipeline, pass.layout, pass.buffers, pass.params, pass.grid, pass.label)
+        for (const b of scratch) this.storage.release(b)
+      } else window.addBarrier(passes, handles, scratch)
     }
+    if (window?.full) this.emit()
+  }
+
+  /** The GPUBuffer behind a live handle that a kernel may bind. */
+  private bindable(handle: DeviceBuffer, kind: string, operand: string): GPUBuffer {
+    const gpuBuffer = this.own(handle, kind)
+    const limit = this.device.limits.maxStorageBufferBindingSize
+    if (handle.byteLength > limit)
+      throw new BufferLimitError({
+        op: kind,
+        bytes: handle.byteLength,
+        limit,
+        message: `${kind}: operand ${operand} lives in a ${handle.byteLength}-byte buffer, over this device's ${limit}-byte storage binding limit (maxStorageBufferBindingSize); kernels do not chunk yet`,
+      })
+    return gpuBuffer
+  }
+
+  /** Bind the whole buffer (offsets and strides travel in the uniforms), capped at the binding limit: a size
+   *  class may round a buffer that fits the limit up past it. 16-byte multiples suit vec4 bindings. */
+  private bound(gpuBuffer: GPUBuffer): BoundBuffer {
+    return { buffer: gpuBuffer, size: Math.min(gpuBuffer.size, this.bindingCap) }
+  }
+
+  /** Plan the waiting calls (fusing what can be fused) and record them into the command encoder. */
+  private emit(): void {
+    if (this.window === null || this.window.isEmpty) return
+    const target = { programs: this.programs, recorder: this.recorder, limits: this.limitsOfFusion, bound: (b: GPUBuffer) => this.bound(b), release: (b: GPUBuffer) => this.storage.release(b) }
+    recordWindow(this.window, target, this.counts)
+  }
+
+  /** What bounds a fused kernel on this device, or null when fusion is off. */
+  get fusionLimits(): FusionLimits | null {
+    return this.window === null ? null : this.limitsOfFusion
+  }
+
+  /** Dispatch and fusion counters since creation. */
+  get stats(): WebGpuStats {
+    return { ...this.counts, dispatches: this.recorder.dispatches, fusedVariants: this.programs.fusedVariants }
   }
 
   async flush(): Promise<void> {
     this.assertUsable("flush")
+    this.emit()
     this.recorder.submit()
     await this.device.queue.onSubmittedWorkDone()
     this.throwIfFailed()
@@ -271,6 +356,7 @@ export class WebGpuBackend implements Backend {
   destroy(): void {
     if (this.destroyed) return
     this.destroyed = true
+    this.window?.clear((b) => b.destroy())
     for (const b of this.live) {
       b.gpu?.destroy()
       b.gpu = null
