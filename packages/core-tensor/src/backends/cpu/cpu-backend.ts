@@ -32,7 +32,8 @@ class CpuProgram implements Program {
  * writes, dispatches and reads are trivially ordered and `flush` has nothing to wait for.
  *
  * Environment knobs: BDVAX_CPU_THREADS=n (threads including the caller; 1 = no workers), BDVAX_CPU_REVEC=0 (no
- * 256-bit revectorization of the WASM code), BDVAX_CPU_GEMM=8|16 (force the 6 × 8 or 6 × 16 GEMM tile).
+ * 256-bit revectorization of the WASM code), BDVAX_CPU_GEMM=8|16 (force the 6 × 8 or 6 × 16 GEMM tile),
+ * BDVAX_CPU_SPIN_US=µs (how long an idle worker polls for the next job before sleeping; default 500, pool.ts).
  */
 class CpuBackend implements Backend {
   readonly name = "cpu" as const

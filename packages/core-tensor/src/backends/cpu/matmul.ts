@@ -1,41 +1,44 @@
 import type { KernelOf } from "../../backend.js"
 import { elementCount, type Memory } from "./buffer.js"
+import { planGemm } from "./gemm-plan.js"
 import type { KernelTable } from "./kernel.js"
 import { matmulReference } from "./matmul-reference.js"
 import { MAX_TASKS } from "./pool.js"
 import { batchOffset } from "./strided.js"
-import { FUSED_FIELDS, SCRATCH_HEADER } from "./wasm-gemm.js"
-import { GEMM_16, GEMM_8, SCRATCH_BYTES, wasmRuntime } from "./wasm-runtime.js"
+import { FUSED_FIELDS, SCRATCH_A_BYTES, SCRATCH_B_BYTES } from "./wasm-gemm.js"
+import { GEMM_16, GEMM_8, wasmRuntime } from "./wasm-runtime.js"
 
 /**
  * The matmul driver over the WASM SIMD GEMM (wasm-gemm.ts), BLIS/Goto style. Per dispatch:
  *
+ *  0. plan (gemm-plan.ts): C is cut into tasks of (batch, row range, column slab). On several threads the plan
+ *     splits columns first (free: B is packed per row range) into ~16 tasks per thread of ≥ 1 MFLOP, so that a
+ *     thread arriving late or descheduled by other work costs about one small task.
  *  1. pack A: every distinct A matrix of the batch (a broadcast batch dim, stride 0, is packed once) into
  *     MR-row panels in a scratch block of the shared heap — on the calling thread when small, else split over
- *     the threads. Packing reads operands through their strides, so transposes and broadcasts cost nothing extra.
- *  2. compute: C is cut into tasks of (batch, column slab of ≤ NC columns, row range). A task walks the depth in
- *     slices of ≤ KC: it packs the KC × NC slab of B (again through its strides) into its thread's scratch,
- *     where it stays in L2, then multiplies it by each MC-row block of packed A (an MC × KC block, ~180 KiB,
- *     also L2-resident) with the micro-kernel sweeping MR × NR tiles (a KC × NR panel of B stays in L1).
- *     B is thus read from memory once per row range and never copied in a separate pass.
+ *     the threads. Packing reads operands through their strides, so transposes and broadcasts cost nothing
+ *     extra. For a short, wide product on several threads (usePrivateA) there is no such step: each thread's
+ *     first task of a row range packs A into that thread's own scratch instead.
+ *  2. compute: a task walks the depth in slices of ≤ KC: per slice it packs its KC × NC slab of B (again
+ *     through its strides) into its thread's scratch, where it stays in L2, and multiplies it by each MC-row
+ *     block of packed A (an MC × KC block, ~180 KiB, also L2-resident) with the micro-kernel sweeping MR × NR
+ *     tiles (a KC × NR panel of B stays in L1). When B's rows are contiguous (B not transposed) the slab is not
+ *     packed in a pass of its own: the first row of tiles reads B from its source and packs it on the way.
+ *     Bottom-edge tiles (M mod MR rows) have micro-kernels of their own.
  *
- * Tasks are claimed dynamically by the main thread and the workers (pool.ts). Stacked batches against a shared
- * B (a linear layer over [batch, T, in]) are folded into one product first. Tiny products use the JS reference.
+ * Tasks are claimed by the main thread and the workers, each from its own range first (pool.ts). Stacked
+ * batches against a shared B (a linear layer over [batch, T, in]) are folded into one product first. Tiny
+ * products use the JS reference.
  *
  * Blocking for this machine class (AMD Zen 4 EPYC: 32 KiB L1d, 1 MiB L2 per core, 32 MiB shared L3): KC = 256
  * for the 6 × 16 tile (384 for 6 × 8; a KC × NR panel of B and a KC × 6 panel of A fit L1), MC = 120 (20 panels
  * of 6 rows), NC = 256: B slab 256 KiB + A block 120 KiB in L2. Measured per core on 512×576×1536: ~113 GFLOP/s
  * with the revectorized 6 × 16 tile (the AVX2 peak: 32 flops/cycle at ~3.6 GHz), ~55 with the 128-bit 6 × 8 one.
+ * On 64×576×1536 (2 threads, quiet): ~0.57 ms, 1.96× one thread (1.12 ms).
  */
 
-/** Rows of C per block: an MC × KC block of packed A is 120 KiB (180 with KC = 384), next to the B slab in L2. */
-const MC_MAX = 120
-/** Columns of C per task (its B slab: KC × NC floats = 256 KiB; 384 with KC = 384). */
-const NC_MAX = 256
-/** Room for the packed kc × nc slab of B in a thread's scratch. */
-const B_SCRATCH_BYTES = SCRATCH_BYTES - SCRATCH_HEADER
-/** Tasks per thread, so that a thread descheduled by other work on the machine delays a product by little. */
-const CHUNKS_PER_THREAD = 4
+/** Columns of B per thread from which each thread packs its own copy of A (usePrivateA). */
+const PRIVATE_A_MIN_COLUMNS = 256
 /** Below this many flops a product runs single-threaded, below SMALL_FLOPS in JS. */
 const PARALLEL_FLOPS = 1 << 21
 const SMALL_FLOPS = 1 << 12
@@ -160,77 +163,71 @@ export function gemm(spec: GemmSpec): void {
     if (!aSlot.has(ao)) aSlot.set(ao, aSlot.size)
     aOf[t] = aSlot.get(ao)!
   }
-  const packBytes = aSlot.size * aPackBytes
   const parallel = spec.parallel ?? flops >= PARALLEL_FLOPS
   const threads = parallel ? pool.threads : 1
 
-  // Tasks: batch × column slab × row range. Column slabs of ≤ NC_MAX (so kc × nc fits the thread's scratch),
-  // split further — rows first while the ranges stay long, then columns — until every thread has a few.
-  const kSlices = Math.ceil(K / variant.kc)
-  const kc = Math.ceil(K / kSlices)
-  const ncLimit = Math.max(nr, Math.min(NC_MAX, Math.floor(B_SCRATCH_BYTES / (4 * kc) / nr) * nr))
-  let nBlocks = Math.ceil(N / ncLimit)
-  let mRanges = 1
-  const wanted = CHUNKS_PER_THREAD * threads
-  while (batches * nBlocks * mRanges < wanted) {
-    const rows = M / mRanges
-    const cols = N / nBlocks
-    if (rows >= 4 * MC_MAX) mRanges *= 2
-    else if (cols >= 128) nBlocks *= 2
-    else if (rows >= 2 * MC_MAX) mRanges *= 2
-    else if (cols >= 2 * nr) nBlocks *= 2
-    else if (rows >= 2 * mr) mRanges *= 2
-    else break
-  }
-  const ncPanels = Math.ceil(Math.ceil(N / nr) / nBlocks)
-  const rangePanels = Math.ceil(mPanels / mRanges)
-  const mcMax = Math.ceil(Math.min(MC_MAX, rangePanels * mr) / mr) * mr
-  const taskCount = batches * Math.ceil(Math.ceil(N / nr) / ncPanels) * Math.ceil(mPanels / rangePanels)
+  // Tasks: batch × row range × column slab (gemm-plan.ts: columns first, many small tasks when parallel).
+  const plan = planGemm({ M, N, K, batches, mr, nr, kcMax: variant.kc, bScratchBytes: SCRATCH_B_BYTES, threads })
+  const { kc, rangePanels, mcMax, ncPanels, taskCount } = plan
+  const slabCols = ncPanels * nr
+  const privateA = usePrivateA(threads, rangePanels * aPanelBytes, N)
+  const packBytes = privateA ? 0 : aSlot.size * aPackBytes
 
   const RECORD = 4 * FUSED_FIELDS.length
-  const scratch = heap.alloc(packBytes + Math.min(taskCount, MAX_TASKS) * RECORD)
+  const scratchBytes = packBytes + Math.min(taskCount, MAX_TASKS) * RECORD
+  const scratch = heap.alloc(scratchBytes)
   const packedA = (slot: number) => scratch + slot * aPackBytes
   const records = scratch + packBytes
   try {
-    // ---- 1. pack A (on the calling thread when small) ----
-    const packParallel = spec.parallel ?? packBytes >= PARALLEL_PACK_BYTES
-    pool.begin()
-    const aPanelsPerTask = Math.max(1, Math.floor(PACK_TASK_BYTES / aPanelBytes))
-    for (const [offset, slot] of aSlot)
-      for (let p = 0; p < mPanels; p += aPanelsPerTask) {
-        if (pool.pending >= MAX_TASKS) rt.run(packParallel), pool.begin()
-        pool.task(fnPackA, packedA(slot) + p * aPanelBytes, spec.a + offset * 4, M, K, spec.aRow * 4, spec.aCol * 4, p, Math.min(mPanels, p + aPanelsPerTask), 0, K)
-      }
-    rt.run(packParallel)
+    // ---- 1. pack A into the shared scratch (on the calling thread when small), unless each thread packs its own ----
+    if (!privateA) {
+      const packParallel = spec.parallel ?? packBytes >= PARALLEL_PACK_BYTES
+      pool.begin()
+      const aPanelsPerTask = Math.max(1, Math.floor(PACK_TASK_BYTES / aPanelBytes))
+      for (const [offset, slot] of aSlot)
+        for (let p = 0; p < mPanels; p += aPanelsPerTask) {
+          if (pool.pending >= MAX_TASKS) rt.run(packParallel), pool.begin()
+          pool.task(fnPackA, packedA(slot) + p * aPanelBytes, spec.a + offset * 4, M, K, spec.aRow * 4, spec.aCol * 4, p, Math.min(mPanels, p + aPanelsPerTask), 0, K)
+        }
+      rt.run(packParallel)
+    } else rt.resetPrivateA()
 
     // ---- 2. compute: each task packs its slabs of B into its thread's scratch (gemm_fused) ----
     const I = heap.i32
     const ldc = spec.ldc * 4
+    const rangeCount = Math.ceil(mPanels / rangePanels)
     let slot = 0
     pool.begin()
     for (let t = 0; t < batches; t++) {
-      const pA = packedA(aOf[t])
+      const aOffset = spec.aOffsets[t]
+      const pA = privateA ? 0 : packedA(aOf[t])
       const bBase = spec.b + 4 * spec.bOffsets[t]
       const cBase = spec.c + 4 * t * spec.cBatch
       for (let ip = 0; ip < mPanels; ip += rangePanels) {
         const i0 = ip * mr
         const rows = Math.min(M - i0, rangePanels * mr)
-        for (let j0 = 0; j0 < N; j0 += ncPanels * nr) {
+        // A private packing is named by (distinct A, row range): unique within this call, never 0.
+        const aTag = privateA ? 1 + aOf[t] * rangeCount + ip / rangePanels : 0
+        for (let j0 = 0; j0 < N; j0 += slabCols) {
           if (pool.pending >= MAX_TASKS) rt.run(parallel), pool.begin(), (slot = 0)
           const r = (records + slot * RECORD) / 4
-          // FUSED_FIELDS: pA, aps, bSrc, bps, bks, nc, pC, ldc, M, K, kcMax, mcMax
-          I[r] = pA + ip * aPanelBytes
+          // FUSED_FIELDS: pA, aps, bSrc, bps, bks, nc, pC, ldc, M, K, kcMax, mcMax, aSrc, aRowStride, aColStride, aTag
+          I[r] = privateA ? 0 : pA + ip * aPanelBytes
           I[r + 1] = aPanelBytes
           I[r + 2] = bBase + 4 * j0 * spec.bCol
           I[r + 3] = 4 * spec.bCol
           I[r + 4] = 4 * spec.bRow
-          I[r + 5] = Math.min(N - j0, ncPanels * nr)
+          I[r + 5] = Math.min(N - j0, slabCols)
           I[r + 6] = cBase + i0 * ldc + 4 * j0
           I[r + 7] = ldc
           I[r + 8] = rows
           I[r + 9] = K
           I[r + 10] = kc
           I[r + 11] = mcMax
+          I[r + 12] = privateA ? spec.a + 4 * (aOffset + i0 * spec.aRow) : 0
+          I[r + 13] = 4 * spec.aRow
+          I[r + 14] = 4 * spec.aCol
+          I[r + 15] = aTag
           pool.task(fnFused, records + slot * RECORD)
           slot++
         }
@@ -238,8 +235,21 @@ export function gemm(spec: GemmSpec): void {
     }
     rt.run(parallel)
   } finally {
-    heap.free(scratch, packBytes + Math.min(taskCount, MAX_TASKS) * RECORD)
+    heap.free(scratch, scratchBytes)
   }
+}
+
+/**
+ * Should each thread pack A itself (into its scratch, once per row range: gemm_fused's aTag) rather than the
+ * calling thread packing it once into shared memory before the job? For a short, wide product (64 × 576 ·
+ * 576 × 1536) the shared packing is a serial step, and a slow one: the buffer was last read by the other
+ * threads, so every line written costs a cross-core invalidation (78 µs measured against 12 µs single-threaded,
+ * an eighth of the whole product) — and the others then read it back across cores. Packing privately
+ * duplicates the packing work per thread (in parallel, into each thread's own cache), which pays while each
+ * thread multiplies that A by ≥ PRIVATE_A_MIN_COLUMNS columns of B, and when the packing fits the private area.
+ */
+export function usePrivateA(threads: number, rangePackBytes: number, N: number): boolean {
+  return threads > 1 && rangePackBytes <= SCRATCH_A_BYTES && N >= PRIVATE_A_MIN_COLUMNS * threads
 }
 
 export const matmulKernels = { matmul } satisfies KernelTable<"matmul">

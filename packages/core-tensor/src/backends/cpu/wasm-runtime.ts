@@ -5,7 +5,7 @@ import { wasm, type WasmGlobal, type WasmModule } from "./wasm-api.js"
 import { ModuleBuilder, V128 } from "./wasm-emit.js"
 import { emitAttentionRows } from "./wasm-attention.js"
 import { emitElementwise } from "./wasm-elementwise.js"
-import { emitGemm, type GemmShape, SCRATCH_HEADER } from "./wasm-gemm.js"
+import { emitGemm, type GemmShape, SCRATCH_A_TAG, SCRATCH_BYTES } from "./wasm-gemm.js"
 
 /**
  * The process-wide WASM runtime of the CPU backend: the generated module (compiled once), the main thread's
@@ -43,12 +43,6 @@ export const GEMM_16: GemmVariant = { mr: 6, nr: 16, unroll: 2, fma: FMA, suffix
  * compileOptimized), and whether it took effect is measured, not assumed (calibrate). BDVAX_CPU_REVEC=0 turns it off.
  */
 const REVECTORIZE = process.arch === "x64" && Number(process.versions.v8.split(".")[0]) >= 13 && process.env.BDVAX_CPU_REVEC !== "0"
-
-/**
- * Per-thread scratch: a header (the GEMM edge tile, column-sum accumulators) and the packed kc × nc slab of B
- * that gemm_fused multiplies (matmul.ts keeps kc·nc·4 within it).
- */
-export const SCRATCH_BYTES = SCRATCH_HEADER + 1024 * 1024
 
 export type WasmFn = (...args: number[]) => number
 export interface WasmExports {
@@ -135,6 +129,7 @@ export class Runtime {
   readonly params: number
   private readonly names: string[]
   private users = 0
+  private readonly mainScratch: number
   private workerScratch: number[] = []
 
   constructor() {
@@ -143,7 +138,8 @@ export class Runtime {
     this.module = compileOptimized(bytes)
     const instance = new wasm.Instance(this.module, { env: { memory: this.heap.memory } })
     const exports = instance.exports as Record<string, unknown>
-    ;(exports.scratch as WasmGlobal).value = this.heap.alloc(SCRATCH_BYTES)
+    this.mainScratch = this.allocScratch()
+    ;(exports.scratch as WasmGlobal).value = this.mainScratch
     this.exports = exports as unknown as WasmExports
     this.names = names
     this.fn = Object.fromEntries(names.map((n, i) => [n, i]))
@@ -173,12 +169,29 @@ export class Runtime {
     this.pool.run(parallel)
   }
 
+  /** A thread's scratch block; its private-A tag starts out empty (heap blocks are not zeroed). */
+  private allocScratch(): number {
+    const scratch = this.heap.alloc(SCRATCH_BYTES)
+    this.heap.i32[(scratch + SCRATCH_A_TAG) / 4] = 0
+    return scratch
+  }
+
+  /**
+   * Forget every thread's private packing of A (gemm_fused aTag): a GEMM that hands out tags calls this before
+   * its job, so its tags only need to be unique within the call. Only between jobs (no task is running then).
+   */
+  resetPrivateA(): void {
+    const i32 = this.heap.i32
+    i32[(this.mainScratch + SCRATCH_A_TAG) / 4] = 0
+    for (const s of this.workerScratch) i32[(s + SCRATCH_A_TAG) / 4] = 0
+  }
+
   /** Start the workers now (they start on the first parallel job otherwise); only while a backend is live. */
   startWorkers(): void {
     if (this.pool.started || this.users === 0) return
     const workers = defaultThreadCount() - 1
     if (workers <= 0) return
-    this.workerScratch = Array.from({ length: workers }, () => this.heap.alloc(SCRATCH_BYTES))
+    this.workerScratch = Array.from({ length: workers }, () => this.allocScratch())
     this.pool.start(this.workerScratch)
   }
 }
