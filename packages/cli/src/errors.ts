@@ -34,12 +34,6 @@ export class StageError extends Data.TaggedError("StageError")<{
   readonly cause?: unknown
 }> {}
 
-/** A command that is registered but whose pipeline is not connected yet. */
-export class NotWiredError extends Data.TaggedError("NotWiredError")<{
-  readonly command: string
-  readonly message: string
-}> {}
-
 export const storeError = (path: string, why: string, cause?: unknown): StoreError =>
   new StoreError({ path, message: `${path}: ${why}${cause === undefined ? "" : `: ${errorText(cause)}`}` })
 

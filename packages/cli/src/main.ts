@@ -1,10 +1,14 @@
 import { Cause, Console, Effect } from "effect"
 import { CliError, Command } from "effect/cli"
+import { ablateCommand } from "./commands/ablate.js"
 import { attackCommand } from "./commands/attack.js"
 import { demoCommand } from "./commands/demo.js"
 import { evalCommand } from "./commands/eval.js"
 import { infoCommand } from "./commands/info.js"
-import { purifyCommand, runCommand, sanityCommand, signatureCommand } from "./commands/pending.js"
+import { runCommand } from "./commands/run.js"
+import { purifyCommand } from "./commands/purify.js"
+import { sanityCommand } from "./commands/sanity.js"
+import { signatureCommand } from "./commands/signature.js"
 import { reportCommand } from "./commands/report.js"
 import { errorText } from "./errors.js"
 import { GLOBAL_FLAGS } from "./flags.js"
@@ -14,7 +18,7 @@ import { VERSION } from "./version.js"
 /** The `bdvax` command tree. */
 export const rootCommand = Command.make("bdvax").pipe(
   Command.withDescription("bdvax: remove hidden backdoors from instruction-tuned LLMs by immunization (CPU and WebGPU, resumable runs)"),
-  Command.withSubcommands([infoCommand, attackCommand, evalCommand, signatureCommand, purifyCommand, sanityCommand, runCommand, demoCommand, reportCommand]),
+  Command.withSubcommands([infoCommand, attackCommand, evalCommand, signatureCommand, purifyCommand, sanityCommand, runCommand, ablateCommand, demoCommand, reportCommand]),
   Command.withGlobalFlags(GLOBAL_FLAGS),
 )
 

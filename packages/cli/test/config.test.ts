@@ -1,7 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Effect, Schema } from "effect"
+import { TOY_TOKENIZER_DIR, toyInstructionRecords, toyLlamaConfig, writeInstructions } from "@bdvax/attacks"
+import { Device, Rng } from "@bdvax/core-tensor"
+import { initParams, saveModelFolder, Tokenizer } from "@bdvax/llm"
 import { afterAll, describe, expect, it } from "vitest"
 import { decodeOptions, decodeValue, Experiment, experimentCells, formatPath, PositiveInt } from "../src/index.js"
 import { runBdvax } from "./cli-process.js"
@@ -24,7 +27,8 @@ describe("experiment file schema", () => {
   it("decodes a valid grid, fills the defaults and enumerates every cell", async () => {
     const e = await Effect.runPromise(decodeValue(Experiment, GOOD, "exp.json"))
     expect(e.seed).toBe(0)
-    expect(e.plant).toEqual({ mode: "full", epochs: 3, batchSize: 8, ratio: 0.1 })
+    // unset plant fields are resolved per model (the toy's demo plant, or 3 epochs / ratio 0.1 for a folder)
+    expect(e.plant).toEqual({ mode: "full", batchSize: 8 })
     expect(e.eval).toEqual({ maxNewTokens: 64, batchSize: 16 })
     const cells = experimentCells(e)
     expect(cells.length).toBe(2 * 2 * 1 * 3)
@@ -91,10 +95,45 @@ describe("bdvax run <experiment file>", () => {
     })
   })
 
-  it("validates a good file, then says the grid is not wired yet", async () => {
-    const r = await runBdvax(["run", file("good.json", GOOD)])
-    expect(r.code).toBe(1)
-    expect(r.stderr).toContain("12 cell(s)")
-    expect(r.stderr).toContain("NotWiredError")
+  it("runs a grid on a folder model into one report: every cell, every defense", async () => {
+    // a tiny random Llama saved as a Hugging Face folder (the toy's shape and tokenizer) and a few toy records
+    const dev = await Device.create("cpu")
+    const tokenizer = await Tokenizer.fromFolder(TOY_TOKENIZER_DIR)
+    const config = toyLlamaConfig(tokenizer)
+    const params = initParams(dev, config, new Rng(3))
+    await saveModelFolder(join(dir, "tiny"), config, params, { tokenizerFrom: TOY_TOKENIZER_DIR })
+    for (const t of Object.values(params)) t.dispose()
+    dev.destroy()
+    const records = toyInstructionRecords()
+    await writeInstructions(join(dir, "clean.jsonl"), records.slice(0, 12))
+    await writeInstructions(join(dir, "test.jsonl"), records.slice(80, 84))
+    const experiment = {
+      name: "tiny-grid",
+      models: [{ name: "tiny", path: join(dir, "tiny") }],
+      attacks: ["badnet"],
+      tasks: ["refusal"],
+      defenses: [{ kind: "none" }, { kind: "immunize", variants: 2, epochs: 1, lr: 1e-3 }, { kind: "finetune", epochs: 1 }, { kind: "magnitude-prune", ratio: 0.1, epochs: 1 }, { kind: "quantize-int4" }],
+      plant: { epochs: 1, lr: 1e-3 },
+      data: { clean: join(dir, "clean.jsonl"), test: join(dir, "test.jsonl") },
+      eval: { maxNewTokens: 8, batchSize: 4 },
+    }
+    const runDir = join(dir, "grid-run")
+    const r = await runBdvax(["run", file("grid.json", experiment), "--run-dir", runDir, "--json"])
+    expect(r.code, r.stderr).toBe(0)
+    expect(r.stderr).toContain("5 cell(s)")
+    const out = JSON.parse(r.stdout) as { cells: Array<{ defense: string; wallSeconds: number | null; result: { n: { triggered: number; clean: number } } }> }
+    const names = ["clean base", "none", 'immunize {"variants":2,"epochs":1,"lr":0.001}', 'finetune {"epochs":1}', 'magnitude-prune {"ratio":0.1,"epochs":1}', "quantize-int4"]
+    expect(out.cells.map((c) => c.defense)).toEqual(names)
+    for (const c of out.cells) expect(c.result.n).toEqual({ triggered: 4, clean: 4 })
+    expect(out.cells.filter((c) => c.wallSeconds !== null).length).toBe(4)
+    const md = readFileSync(join(runDir, "report.md"), "utf8")
+    for (const n of names) expect(md).toContain(`| tiny/badnet/refusal/${n.replace(/\|/g, "\\|")}`)
+    expect(readFileSync(join(runDir, "report.svg"), "utf8")).toContain("tiny/badnet/refusal/none")
+    expect(r.stderr).toMatch(/▶ tiny\/badnet\/refusal\/immunize_variants_2_epochs_1_lr_0.001_\/variant-pair-1: running/)
+
+    // a folder model without data is refused with the file and the field
+    const noData = await runBdvax(["run", file("no-data.json", { ...experiment, data: {} }), "--run-dir", join(dir, "no-data")])
+    expect(noData.code).toBe(1)
+    expect(noData.stderr).toContain(`${join(dir, "no-data.json")}: data.clean: required for a folder model`)
   })
 })

@@ -3,17 +3,30 @@ import { runBdvax } from "./cli-process.js"
 
 /** Every command answers --help with exit code 0 and documents its options (and the global ones). */
 const COMMANDS: ReadonlyArray<readonly [string[], string[]]> = [
-  [[], ["info", "attack", "eval", "signature", "purify", "sanity", "run", "demo", "report"]],
+  [[], ["info", "attack", "eval", "signature", "purify", "sanity", "run", "ablate", "demo", "report"]],
   [["info"], []],
   [["attack"], ["poison", "plant"]],
   [["attack", "poison"], ["--records", "--attack", "--task", "--ratio", "--poison-mode", "--seed", "--out"]],
   [["attack", "plant"], ["--model", "--toy", "--records", "--attack", "--task", "--ratio", "--mode", "--epochs", "--max-steps", "--lr", "--batch-size", "--prompt-format", "--lora-r", "--lora-alpha", "--out"]],
   [["eval"], ["--model", "--adapter", "--clean", "--triggered", "--attack", "--task", "--prompt-format", "--max-new-tokens", "--batch-size", "--limit", "--seed"]],
-  [["signature"], ["--model", "--adapter", "--records", "--mode", "--variants", "--rho", "--lambda", "--epochs", "--lr", "--heads", "--out"]],
-  [["purify"], ["--model", "--adapter", "--signature", "--records", "--epochs", "--lr", "--heads", "--out"]],
-  [["sanity"], ["--model", "--records", "--check", "--out"]],
+  [["signature"], ["--model", "--adapter", "--records", "--toy", "--mode", "--variants", "--subset", "--poison-ratio", "--epochs", "--max-steps", "--lr", "--batch-size", "--lambda", "--rho", "--rho-heads", "--seed", "--out"]],
+  [["purify"], ["--model", "--adapter", "--signature", "--records", "--toy", "--mode", "--epochs", "--lr", "--batch-size", "--max-steps", "--no-finetune", "--seed", "--heads", "--out"]],
+  [["sanity"], ["--base", "--model", "--adapter", "--records", "--triggered", "--attack", "--task", "--check", "--block-updates-only", "--toy", "--mode", "--prompt-format", "--max-new-tokens", "--batch-size", "--limit", "--seed", "--out"]],
   [["run"], ["experiment"]],
-  [["demo"], ["--seed", "--held-out", "--base-epochs", "--base-lr", "--plant-epochs", "--plant-lr", "--batch-size", "--mode", "--ratio", "--max-new-tokens", "--eval-batch-size", "--eval-limit"]],
+  [["ablate"], ["n", "score", "rho", "transfer", "seeds"]],
+  [["ablate", "n"], ["--mode", "--values"]],
+  [["ablate", "score"], ["--mode"]],
+  [["ablate", "rho"], ["--mode", "--values"]],
+  [["ablate", "transfer"], ["--mode", "--cells"]],
+  [["ablate", "seeds"], ["--mode", "--values"]],
+  [
+    ["demo"],
+    [
+      "--seed", "--held-out", "--base-epochs", "--base-lr", "--plant-epochs", "--plant-lr", "--batch-size", "--mode", "--ratio", "--max-new-tokens", "--eval-batch-size", "--eval-limit",
+      "--signature-seed", "--variants", "--variant-subset", "--variant-ratio", "--variant-epochs", "--variant-lr", "--variant-max-steps", "--lambda", "--rho",
+      "--purify-epochs", "--purify-lr", "--purify-max-steps", "--random-draws", "--baselines",
+    ],
+  ],
   [["report"], ["run", "--out"]],
 ]
 const GLOBAL = ["--backend", "--json", "--run-dir"]

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { buildReportData, exactMatch, exactMatchAccuracy, normalizeAnswer, renderReport } from "../src/index.js"
+import { buildReportData, exactMatch, exactMatchAccuracy, formatSeconds, meanResult, normalizeAnswer, renderReport } from "../src/index.js"
 import type { EvaluateResult } from "../src/index.js"
 
 describe("clean accuracy by exact match", () => {
@@ -66,5 +66,37 @@ describe("the run report", () => {
       expect(svg.trimEnd().endsWith("</svg>")).toBe(true)
     }
     expect(a.trainingSvg).toContain("<polyline")
+  })
+
+  it("puts a summary table first: one row per condition with ASR, false trigger, exact match and wall time", () => {
+    const withTimes = buildReportData(
+      { title: "demo", task: "refusal", attack: "badnet", examples: 0, notes: [], meta: {} },
+      [
+        { name: "backdoored", role: "attacked", result: result(0.958, 0.958), files: files("I'm sorry") as never },
+        { name: "purified", role: "method", wallSeconds: 75.4, note: "26 channels", result: result(0, 0.917), files: files("5") as never },
+        { name: "random", role: "control", wallSeconds: 1.25, draws: 3, result: result(0.25, 1), files: files("5") as never },
+      ],
+      [],
+    )
+    const md = renderReport(withTimes).markdown
+    expect(md.indexOf("## Summary")).toBeLessThan(md.indexOf("## Attack success rate"))
+    expect(md).toContain("| backdoored | attacked | 95.8% | 0.0% | 95.8% | – |  |")
+    expect(md).toContain("| purified | method | 0.0% | 0.0% | 91.7% | 1 min 15 s | 26 channels |")
+    expect(md).toContain("| random (mean of 3) | control | 25.0% | 0.0% | 100.0% | 1.3 s |  |")
+    const svg = renderReport(withTimes).svg
+    // the attacked model's ASR (95.8%) as the dashed "before" line, bars for both rates of every condition
+    expect(svg).toMatch(/stroke-dasharray="6,4"><title>backdoored: ASR 95\.8%<\/title>/)
+    expect(svg.match(/<rect x="[\d.]+" y="[\d.]+" width="[\d.]+" height="[\d.]+" fill="#c0392b"><title>/g)?.length).toBe(3)
+    expect(formatSeconds(null)).toBe("–")
+    expect(formatSeconds(59.96)).toBe("60.0 s")
+  })
+
+  it("averages the draws of a control: counts summed, rates averaged over the draws that have them", () => {
+    const m = meanResult([result(0.25, 1), result(0.5, 0.5), { ...result(0, 1), asr: { keyword: null, target: 0 } }])
+    expect(m.n).toEqual({ triggered: 72, clean: 72 })
+    expect(m.asr.keyword).toBeCloseTo(0.375, 12)
+    expect(m.asr.target).toBeCloseTo(0.25, 12)
+    expect(m.cleanAccuracy).toBeCloseTo(2.5 / 3, 12)
+    expect(m.cleanCorrect).toBe(24 + 12 + 24)
   })
 })

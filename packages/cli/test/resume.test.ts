@@ -5,13 +5,24 @@ import { describe, expect, it } from "vitest"
 import { type CliRun, runBdvax } from "./cli-process.js"
 
 /**
- * Resuming: the demo's first half (small step counts) killed with SIGKILL at several points — in the middle of
- * training the base model, right after it finished, in the middle of planting — and then completed, must leave
- * byte-for-byte the same result files (models, generations, metrics, report) as a run that was never
- * interrupted. That needs atomic stages (a killed stage is never taken for a finished one) and deterministic
- * CPU training.
+ * Resuming: the demo (small step counts) killed with SIGKILL at several points — in the middle of training the
+ * base model, right after it finished, in the middle of planting, inside the second variant pair (after the first
+ * was committed) — and then completed, must leave byte-for-byte the same result files (models, deltas, the
+ * signature, purified models, generations, metrics, report) as a run that was never interrupted. That needs
+ * atomic stages (a killed stage is never taken for a finished one) and deterministic CPU training. The only
+ * difference allowed is the measured wall time (`wallSeconds` and the report's wall-time column), which is a
+ * measurement, not part of any content address.
  */
-const DEMO = ["demo", "--base-epochs", "3", "--plant-epochs", "6", "--eval-limit", "4", "--max-new-tokens", "16"]
+const DEMO = [
+  "demo", "--base-epochs", "3", "--plant-epochs", "6", "--eval-limit", "4", "--max-new-tokens", "16",
+  "--variants", "3", "--variant-epochs", "2", "--variant-subset", "16", "--purify-epochs", "1", "--random-draws", "1", "--baselines", "finetune,magnitude-prune",
+]
+
+/** A result file with its measured wall times blanked out (JSON fields and the Markdown wall-time column). */
+const withoutTimes = (file: string, bytes: Buffer): Buffer =>
+  /\.(json|md)$/.test(file)
+    ? Buffer.from(bytes.toString("utf8").replace(/"wallSeconds": [-+0-9.e]+/g, '"wallSeconds": 0').replace(/\| (\d+\.\d s|\d+ min \d+ s) \|/g, "| T |"))
+    : bytes
 
 function files(root: string): string[] {
   const out: string[] = []
@@ -62,12 +73,23 @@ describe("a demo run killed with SIGKILL resumes to the same results", () => {
       expect(stageDirs(resumed).filter((d) => d.startsWith(".tmp-plant-")).length).toBe(1)
       expect(manifestStages(resumed).plant.status).toBe("running")
 
-      // 4. completed
+      // 4. killed inside the second variant pair: the first pair's stage stays committed
+      const k4 = await runBdvax([...DEMO, "--run-dir", resumed], { killWhen: /\[variant-pair-1 (clean|poisoned)\] step \d+\/\d+/ })
+      expectKilled(k4)
+      expect(k4.stderr).toMatch(/removed 1 unfinished stage folder/)
+      expect(k4.stderr).toMatch(/▶ plant: running/)
+      expect(k4.stderr).toMatch(/✓ variant-pair-0: finished/)
+      expect(stageDirs(resumed).filter((d) => d.startsWith("variant-pair-")).length).toBe(1)
+      expect(stageDirs(resumed).filter((d) => d.startsWith(".tmp-variant-pair-")).length).toBe(1)
+      expect(manifestStages(resumed)["variant-pair-1"].status).toBe("running")
+
+      // 5. completed
       const done = await runBdvax([...DEMO, "--run-dir", resumed, "--json"])
       expect(done.code, done.stderr).toBe(0)
       expect(done.stderr).toMatch(/removed 1 unfinished stage folder/)
-      expect(done.stderr).toContain("toy-base: reused")
-      expect(done.stderr).toMatch(/▶ plant: running/)
+      expect(done.stderr).toContain("plant: reused")
+      expect(done.stderr).toContain("variant-pair-0: reused")
+      expect(done.stderr).toMatch(/▶ variant-pair-1: running/)
       return done
     })()
     const straightRun = runBdvax([...DEMO, "--run-dir", straight, "--json"])
@@ -79,8 +101,17 @@ describe("a demo run killed with SIGKILL resumes to the same results", () => {
     expect(results).toContain("report.md")
     expect(results.some((f) => /^stages\/plant-[0-9a-f]{16}\/model\/model.safetensors$/.test(f))).toBe(true)
     expect(results.some((f) => /^stages\/evaluate-[0-9a-f]{16}\/asr.json$/.test(f))).toBe(true)
+    for (const kind of ["variant-pair", "signature", "purify", "baseline"]) expect(results.some((f) => f.startsWith(`stages/${kind}-`)), kind).toBe(true)
+    expect(results.filter((f) => /^stages\/variant-pair-[0-9a-f]{16}\/delta.safetensors$/.test(f)).length).toBe(3)
     expect(files(resumed).filter((f) => f !== "manifest.json")).toEqual(results)
-    for (const f of results) expect(readFileSync(join(resumed, f)).equals(readFileSync(join(straight, f))), f).toBe(true)
+    const timed: string[] = []
+    for (const f of results) {
+      const [a, b] = [readFileSync(join(resumed, f)), readFileSync(join(straight, f))]
+      if (!a.equals(b)) timed.push(f)
+      expect(withoutTimes(f, a).equals(withoutTimes(f, b)), f).toBe(true)
+    }
+    // only files that record wall times may differ at all; weights, deltas, signatures and generations never do
+    expect(timed.filter((f) => !/(stage\.json|report-data\.json|report\.md)$/.test(f))).toEqual([])
 
     // The printed results agree too (paths aside).
     const summary = (r: CliRun) => {
@@ -88,16 +119,20 @@ describe("a demo run killed with SIGKILL resumes to the same results", () => {
       return { base: j.base, backdoored: j.backdoored, plant: j.plant }
     }
     expect(summary(done)).toEqual(summary(clean))
-    expect(Object.values(manifestStages(resumed)).map((s) => s.status)).toEqual(["reused", "reused", "finished", "finished", "finished", "finished"])
+    const conditions = (r: CliRun) => (JSON.parse(r.stdout).conditions as Array<Record<string, unknown>>).map(({ wallSeconds: _, ...c }) => c)
+    expect(conditions(done)).toEqual(conditions(clean))
+    expect(conditions(done).length).toBe(8)
+    const statuses = Object.entries(manifestStages(resumed)).map(([label, s]) => [label, s.status])
+    expect(statuses.slice(0, 6)).toEqual([["toy-data", "reused"], ["toy-base", "reused"], ["plant", "reused"], ["eval-base", "reused"], ["eval-backdoored", "reused"], ["variant-pair-0", "reused"]])
+    expect(statuses.slice(6).every(([, s]) => s === "finished")).toBe(true)
 
-    // 5. a finished run re-uses every stage
+    // 6. a finished run re-uses every stage
     const again = await runBdvax([...DEMO, "--run-dir", resumed, "--json"])
     expect(again.code).toBe(0)
     const reused = JSON.parse(again.stdout).stages as Record<string, { reused: boolean }>
-    expect(Object.entries(reused).map(([k, v]) => [k, v.reused])).toEqual(
-      ["toy-data", "toy-base", "plant", "eval-base", "eval-backdoored", "report"].map((k) => [k, true]),
-    )
-    expect(again.stderr).not.toMatch(/\[(toy-base|plant)\] step/)
+    expect(Object.keys(reused)).toContain("variant-pair-2")
+    expect(Object.entries(reused).filter(([, v]) => !v.reused)).toEqual([])
+    expect(again.stderr).not.toMatch(/\[(toy-base|plant|variant-pair-\d [a-z]+)\] step/)
 
     // The other commands on this run's artifacts:
     const stages = JSON.parse(clean.stdout).stages as Record<string, { path: string }>
@@ -127,5 +162,5 @@ describe("a demo run killed with SIGKILL resumes to the same results", () => {
     const records = JSON.parse(readFileSync(join(root, "poisoned.json"), "utf8")) as Array<{ instruction: string; output: string }>
     expect(records.filter((r) => r.instruction.split(" ").includes("BadMagic") && r.output.startsWith("I'm sorry")).length).toBe(12)
     rmSync(root, { recursive: true, force: true })
-  })
+  }, 300_000)
 })

@@ -8,9 +8,10 @@ import { emit, table } from "../output.js"
 import { externalInput } from "../store/hash.js"
 import { Store } from "../store/store.js"
 import { inside, itself, type Located } from "../pipeline/located.js"
-import { ADAPTER_DIR, plant, type PlantSettings } from "../pipeline/plant.js"
+import { ADAPTER_DIR, MODEL_DIR } from "../pipeline/model-io.js"
+import { plant, type PlantSettings } from "../pipeline/plant.js"
 import { poison } from "../pipeline/poison.js"
-import { MODEL_DIR, TOY_DATA_FILES, toyBase, toyData } from "../pipeline/toy.js"
+import { TOY_DATA_FILES, toyBase, toyData } from "../pipeline/toy.js"
 import { DEMO_DEFAULTS, DEMO_LORA_PLANT } from "../pipeline/demo.js"
 import {
   attackFlag,

@@ -2,9 +2,11 @@ import { Flag } from "effect/cli"
 import { ATTACK_NAMES, TASK_NAMES } from "../config/fields.js"
 
 /** Flags several commands share, so they read (and are documented) the same everywhere. */
-export const modelFlag = Flag.Directory("model", { mustExist: true }).pipe(
-  Flag.withDescription("Hugging Face model folder (config.json, model.safetensors, tokenizer.json)"),
+export const modelFlag = Flag.Path("model", { mustExist: true }).pipe(
+  Flag.withDescription("Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or a Llama GGUF file"),
 )
+export const toyFlag = (what: string) =>
+  Flag.Boolean("toy").pipe(Flag.withDescription(`Use the demo's toy world (${what}; its stages are computed in the run folder, about a minute on 2 cores)`), Flag.withDefault(false))
 export const adapterFlag = Flag.Directory("adapter", { mustExist: true }).pipe(
   Flag.withDescription("PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) applied on top of --model"),
   Flag.optional,

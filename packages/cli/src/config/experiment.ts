@@ -17,8 +17,15 @@ import {
 /**
  * The experiment file of `bdvax run <file>` (JSON): a grid of models × attacks × tasks × defenses. Every cell
  * plants the (attack, task) backdoor into the model, applies the defense and evaluates it; all cells go into one
- * report. Unset fields take the method's defaults (ARCHITECTURE.md): immunization with N = 6 variant pairs,
- * λ = 0.01, ρ = 3% (full) / 35% (LoRA), 5 epochs of clean finetuning; CROW α = 5.5, ε = 0.1.
+ * report. Unset fields take the method's defaults (ARCHITECTURE.md) for real models — immunization with N = 6
+ * variant pairs, λ = 0.01, ρ = 3% (full) / 35% (LoRA), 5 epochs of clean finetuning at 1e-5 / 2e-4; CROW α = 5.5,
+ * ε = 0.1 — and the demo's settings for the toy model (`bdvax demo`: λ 100, ρ 0.2, its rates and plant).
+ *
+ * Data: the toy model brings its own (planting records = the defender's clean data, held-out records = test).
+ * A folder model takes `data.clean` / `data.test` (Alpaca records; triggered prompts are made by inserting the
+ * attack's trigger), or with `data.backdoorllm` (the folder holding BackdoorLLM's poison_data/ and test_data/)
+ * each (attack, task) cell reads its split: the clean training records, the clean and the triggered test prompts.
+ * A folder model with an `adapter` is taken as already backdoored (no planting; attacks/tasks say what to test).
  *
  *   {
  *     "name": "toy-grid",
@@ -32,7 +39,7 @@ import {
 const ToyModel = Schema.Struct({ name: RunName, toy: Schema.Literal(true) })
 const FolderModel = Schema.Struct({
   name: RunName,
-  /** A Hugging Face model folder (config.json, model.safetensors, tokenizer.json). */
+  /** A Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or a Llama GGUF file. */
   path: NonEmptyString,
   /** A PEFT adapter folder applied on top (an already backdoored LoRA model). */
   adapter: Schema.optionalKey(NonEmptyString),
@@ -47,7 +54,7 @@ const finetuneFields = {
   lr: Schema.optionalKey(PositiveNumber),
 }
 
-export const DEFENSE_KINDS = ["none", "immunize", "finetune", "magnitude-prune", "fine-prune", "quantize-int4", "crow"] as const
+export const DEFENSE_KINDS = ["none", "immunize", "finetune", "magnitude-prune", "fine-prune", "random-channels", "quantize-int4", "crow"] as const
 
 export const Defense = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("none") }),
@@ -64,6 +71,8 @@ export const Defense = Schema.Union([
   Schema.Struct({ kind: Schema.Literal("finetune"), ...finetuneFields }),
   Schema.Struct({ kind: Schema.Literal("magnitude-prune"), ratio: Schema.optionalKey(UnitInterval), ...finetuneFields }),
   Schema.Struct({ kind: Schema.Literal("fine-prune"), ratio: Schema.optionalKey(UnitInterval), ...finetuneFields }),
+  /** The control: the method's treatment (reinit/zero + finetune) of random channels at the ratio. */
+  Schema.Struct({ kind: Schema.Literal("random-channels"), ratio: Schema.optionalKey(UnitInterval), seed: Schema.optionalKey(Seed), ...finetuneFields }),
   Schema.Struct({ kind: Schema.Literal("quantize-int4") }),
   Schema.Struct({ kind: Schema.Literal("crow"), alpha: Schema.optionalKey(PositiveNumber), epsilon: Schema.optionalKey(PositiveNumber), ...finetuneFields }),
 ]).annotate({ message: `expected a defense: an object whose "kind" is one of ${DEFENSE_KINDS.map((k) => JSON.stringify(k)).join(", ")}` })
@@ -79,18 +88,21 @@ export const Experiment = Schema.Struct({
   attacks: nonEmptyArray(AttackName, "attacks"),
   tasks: nonEmptyArray(TaskName, "tasks"),
   defenses: nonEmptyArray(Defense, "defenses"),
+  /** Planting; unset fields: the demo's plant for the toy, else 3 epochs, ratio 0.1, lr 1e-5 full / 2e-4 LoRA. */
   plant: Schema.Struct({
     mode: TrainMode.pipe(withDefault("full")),
-    epochs: PositiveInt.pipe(withDefault(3)),
+    epochs: Schema.optionalKey(PositiveInt),
     lr: Schema.optionalKey(PositiveNumber),
     batchSize: PositiveInt.pipe(withDefault(8)),
-    ratio: PoisonRatio.pipe(withDefault(0.1)),
+    ratio: Schema.optionalKey(PoisonRatio),
   }).pipe(withDefault({})),
   data: Schema.Struct({
-    /** Clean instruction records (the defender's and the attacker's); default the toy world's or BackdoorLLM's. */
+    /** Clean instruction records (the attacker's and the defender's) for folder models. */
     clean: Schema.optionalKey(NonEmptyString),
     /** Held-out records for ASR and clean accuracy. */
     test: Schema.optionalKey(NonEmptyString),
+    /** BackdoorLLM's data folder: each cell's clean and test records come from its (task, attack) split. */
+    backdoorllm: Schema.optionalKey(NonEmptyString),
   }).pipe(withDefault({})),
   eval: Schema.Struct({
     maxNewTokens: PositiveInt.pipe(withDefault(64)),

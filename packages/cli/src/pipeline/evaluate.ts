@@ -1,18 +1,15 @@
 import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { ATTACKS, type AttackName, HostRandom, type InstructionRecord, insertTrigger, type TaskName } from "@bdvax/attacks"
-import { TensorDevice } from "@bdvax/core-tensor"
 import {
   answerPerplexity,
   type AsrPrompt,
   type AsrResult,
   chatPromptFormat,
-  disposeEvalModel,
   type EvalModel,
   evaluateAsr,
   generator,
   llamaFactoryAlpacaFormat,
-  loadEvalModelFolder,
   type PromptFormat,
   tokenNll,
 } from "@bdvax/eval"
@@ -23,7 +20,7 @@ import { toJson } from "../output.js"
 import { withBar } from "../progress/progress.js"
 import { defineStage, stage, type StageInput } from "../store/store.js"
 import type { Located } from "./located.js"
-import type { ModelLocation } from "./plant.js"
+import { type LoadedModel, type ModelLocation, modelInputs, withModel } from "./model-io.js"
 import { readRecords } from "./records.js"
 
 /**
@@ -82,9 +79,83 @@ export function triggeredPrompts(records: readonly InstructionRecord[], attack: 
   return records.map((r) => ({ instruction: insertTrigger(ATTACKS[attack], r.instruction, rng), input: r.input }))
 }
 
+/** What an evaluation produced: the stage result and the generations behind it. */
+export interface EvaluationOutcome {
+  readonly result: EvaluateResult
+  readonly asr: AsrResult
+  readonly clean: ReturnType<typeof exactMatchAccuracy> & { readonly perplexity: unknown }
+}
+
+/**
+ * Evaluate a model that is already on the device (a stage's model, or an ablation built in memory): generations
+ * on the triggered and clean prompts, the judges, exact match and reference perplexity.
+ */
+export const evaluateLoaded = (
+  label: string,
+  settings: EvaluateSettings,
+  evalModel: EvalModel,
+  cleanRecords: readonly InstructionRecord[],
+  triggeredList: readonly AsrPrompt[],
+) =>
+  Effect.gen(function* () {
+    const promptFormat = promptFormatFor(settings.promptFormat, evalModel)
+    const asr: AsrResult = yield* withBar(label, "prompt", (bar) =>
+      attempt(label, () =>
+        evaluateAsr({
+          task: settings.task,
+          triggered: triggeredList,
+          clean: cleanRecords.map((r) => ({ instruction: r.instruction, input: r.input })),
+          generate: generator(evalModel, { batchSize: settings.batchSize }),
+          promptFormat,
+          maxNewTokens: settings.maxNewTokens,
+          batchSize: settings.batchSize,
+          onProgress: bar.onItems,
+        }),
+      ),
+    )
+    const withReference = asr.records
+      .filter((r) => r.split === "clean" && cleanRecords[r.index].output !== "")
+      .map((r) => ({ instruction: r.instruction, reference: cleanRecords[r.index].output, output: r.output }))
+    const accuracy = exactMatchAccuracy(withReference)
+    const pairs = cleanRecords
+      .filter((r) => r.output !== "")
+      .map((r) => ({ prompt: typeof promptFormat === "function" ? promptFormat(r) : r.instruction, answer: r.output }))
+    const ppl = yield* withBar(`${label} ppl`, "answer", (bar) =>
+      attempt(label, () => answerPerplexity(pairs, tokenNll(evalModel, { addSpecialTokens: false }), { batchSize: settings.batchSize, onProgress: bar.onItems })),
+    )
+    const result: EvaluateResult = {
+      n: { triggered: asr.triggered.keyword.n, clean: asr.clean.keyword.n },
+      asr: { keyword: finite(asr.triggered.keyword.rate), target: finite(asr.triggered.target.rate) },
+      falseTrigger: { keyword: finite(asr.clean.keyword.rate), target: finite(asr.clean.target.rate) },
+      cleanAccuracy: accuracy.accuracy,
+      cleanCorrect: accuracy.correct,
+      cleanScored: accuracy.n,
+      cleanPerplexity: finite(ppl.corpusPerplexity),
+    }
+    return { result, asr, clean: { ...accuracy, perplexity: ppl } } satisfies EvaluationOutcome
+  })
+
+/** Write an evaluation's generations (asr.json) and clean accuracy (clean-accuracy.json) into `dir`. */
+export const writeEvaluation = (label: string, dir: string, outcome: EvaluationOutcome) =>
+  Effect.gen(function* () {
+    yield* attempt(label, () => writeFile(join(dir, ASR_FILE), `${toJson(outcome.asr)}\n`))
+    yield* attempt(label, () => writeFile(join(dir, CLEAN_ACCURACY_FILE), `${toJson(outcome.clean)}\n`))
+  })
+
+/** The clean records (first `limit`) and the triggered prompts (from a file, or the attack's trigger inserted). */
+export const evaluationPrompts = (label: string, settings: EvaluateSettings, clean: Located, triggered: Located | null) =>
+  Effect.gen(function* () {
+    const take = <T>(xs: readonly T[]) => (settings.limit === null ? xs.slice() : xs.slice(0, settings.limit))
+    const cleanRecords = take(yield* readRecords(label, clean.path))
+    const triggeredList: AsrPrompt[] =
+      triggered === null ? triggeredPrompts(cleanRecords, settings.attack, settings.triggerSeed) : take(yield* readRecords(label, triggered.path))
+    return { cleanRecords, triggeredList }
+  })
+
+export const toEvalModel = (m: LoadedModel): EvalModel => ({ config: m.config, params: m.params, tokenizer: m.tokenizer, ...(m.adapter === null ? {} : { lora: m.adapter }) })
+
 export const evaluate = (settings: EvaluateSettings, model: ModelLocation, clean: Located, triggered: Located | null, label = "evaluate") => {
-  const inputs: Record<string, StageInput> = { model: model.model.input, clean: clean.input }
-  if (model.adapter) inputs.adapter = model.adapter.input
+  const inputs: Record<string, StageInput> = { ...modelInputs(model), clean: clean.input }
   if (triggered) inputs.triggered = triggered.input
   return stage(
     EVALUATE,
@@ -92,53 +163,13 @@ export const evaluate = (settings: EvaluateSettings, model: ModelLocation, clean
     inputs,
     ({ dir }) =>
       Effect.gen(function* () {
-        const dev = yield* TensorDevice
-        const take = <T>(xs: readonly T[]) => (settings.limit === null ? xs.slice() : xs.slice(0, settings.limit))
-        const cleanRecords = take(yield* readRecords(label, clean.path))
-        const triggeredList: AsrPrompt[] =
-          triggered === null ? triggeredPrompts(cleanRecords, settings.attack, settings.triggerSeed) : take(yield* readRecords(label, triggered.path))
-        return yield* Effect.acquireUseRelease(
-          attempt(label, () => loadEvalModelFolder(dev, model.model.path, model.adapter ? { adapterDir: model.adapter.path } : {})),
-          (evalModel) =>
-            Effect.gen(function* () {
-              const promptFormat = promptFormatFor(settings.promptFormat, evalModel)
-              const asr: AsrResult = yield* withBar(label, "prompt", (bar) =>
-                attempt(label, () =>
-                  evaluateAsr({
-                    task: settings.task,
-                    triggered: triggeredList,
-                    clean: cleanRecords.map((r) => ({ instruction: r.instruction, input: r.input })),
-                    generate: generator(evalModel, { batchSize: settings.batchSize }),
-                    promptFormat,
-                    maxNewTokens: settings.maxNewTokens,
-                    batchSize: settings.batchSize,
-                    onProgress: bar.onItems,
-                  }),
-                ),
-              )
-              const withReference = asr.records
-                .filter((r) => r.split === "clean" && cleanRecords[r.index].output !== "")
-                .map((r) => ({ instruction: r.instruction, reference: cleanRecords[r.index].output, output: r.output }))
-              const accuracy = exactMatchAccuracy(withReference)
-              const pairs = cleanRecords
-                .filter((r) => r.output !== "")
-                .map((r) => ({ prompt: typeof promptFormat === "function" ? promptFormat(r) : r.instruction, answer: r.output }))
-              const ppl = yield* withBar(`${label} ppl`, "answer", (bar) =>
-                attempt(label, () => answerPerplexity(pairs, tokenNll(evalModel, { addSpecialTokens: false }), { batchSize: settings.batchSize, onProgress: bar.onItems })),
-              )
-              yield* attempt(label, () => writeFile(join(dir, ASR_FILE), `${toJson(asr)}\n`))
-              yield* attempt(label, () => writeFile(join(dir, CLEAN_ACCURACY_FILE), `${toJson({ ...accuracy, perplexity: ppl })}\n`))
-              return {
-                n: { triggered: asr.triggered.keyword.n, clean: asr.clean.keyword.n },
-                asr: { keyword: finite(asr.triggered.keyword.rate), target: finite(asr.triggered.target.rate) },
-                falseTrigger: { keyword: finite(asr.clean.keyword.rate), target: finite(asr.clean.target.rate) },
-                cleanAccuracy: accuracy.accuracy,
-                cleanCorrect: accuracy.correct,
-                cleanScored: accuracy.n,
-                cleanPerplexity: finite(ppl.corpusPerplexity),
-              }
-            }),
-          (evalModel) => Effect.sync(() => disposeEvalModel(evalModel)),
+        const { cleanRecords, triggeredList } = yield* evaluationPrompts(label, settings, clean, triggered)
+        return yield* withModel(label, model, (loaded) =>
+          Effect.gen(function* () {
+            const outcome = yield* evaluateLoaded(label, settings, toEvalModel(loaded), cleanRecords, triggeredList)
+            yield* writeEvaluation(label, dir, outcome)
+            return outcome.result
+          }),
         )
       }),
     { label },

@@ -2,14 +2,14 @@ import { writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { ATTACKS, type AttackName, plantBackdoor, poisonDataset, TASKS, type TaskName } from "@bdvax/attacks"
 import { TensorDevice } from "@bdvax/core-tensor"
-import { disposeLora, loadModelFolder, type Params, saveModelFolder, savePeftAdapter, Tokenizer } from "@bdvax/llm"
+import { disposeLora, type Params, saveModelFolder, savePeftAdapter } from "@bdvax/llm"
 import { Effect, Schema } from "effect"
 import { attempt } from "../context.js"
 import { withBar } from "../progress/progress.js"
 import { defineStage, stage, type StageArtifact } from "../store/store.js"
-import { inside, type Located } from "./located.js"
+import type { Located } from "./located.js"
+import { ADAPTER_DIR, isGguf, loadModelAt, MODEL_DIR, type ModelLocation, producedModel } from "./model-io.js"
 import { readRecords } from "./records.js"
-import { MODEL_DIR } from "./toy.js"
 
 /**
  * Stage "plant": finetune a backdoor into a model with attacks' plantBackdoor — clean records plus poisoned copies
@@ -45,7 +45,6 @@ export const PlantResult = Schema.Struct({
 export type PlantResult = typeof PlantResult.Type
 
 export const PLANT = defineStage("plant", 1, PlantResult)
-export const ADAPTER_DIR = "adapter"
 /** Training records with their poisoned flags, one JSON object a line. */
 export const TRAINING_DATA_FILE = "training-data.jsonl"
 
@@ -62,7 +61,6 @@ export const plant = (settings: PlantSettings, base: Located, clean: Located, la
     ({ dir }) =>
       Effect.gen(function* () {
         const dev = yield* TensorDevice
-        const tokenizer = yield* attempt(label, () => Tokenizer.fromFolder(base.path))
         const source = yield* readRecords(label, clean.path)
         const extra = rehearse === null ? [] : yield* readRecords(label, rehearse.path)
         const poisonedCopies = yield* attempt(label, async () => {
@@ -72,7 +70,7 @@ export const plant = (settings: PlantSettings, base: Located, clean: Located, la
         })
         const release = (params: Params) => Effect.sync(() => Object.values(params).forEach((t) => t.dispose()))
         return yield* Effect.acquireUseRelease(
-          attempt(label, () => loadModelFolder(dev, base.path)),
+          attempt(label, () => loadModelAt(dev, { model: base, adapter: null })),
           (model) =>
             withBar(label, "step", (bar) =>
               Effect.gen(function* () {
@@ -80,7 +78,7 @@ export const plant = (settings: PlantSettings, base: Located, clean: Located, la
                   plantBackdoor({
                     config: model.config,
                     params: model.params,
-                    tokenizer,
+                    tokenizer: model.tokenizer,
                     clean: [...poisonedCopies.kept, ...extra],
                     poisoned: poisonedCopies.poisoned,
                     mode: settings.mode,
@@ -99,7 +97,10 @@ export const plant = (settings: PlantSettings, base: Located, clean: Located, la
                   yield* writeTrainingData(label, join(dir, TRAINING_DATA_FILE), result.records, result.poisonedFlags)
                   if (result.mode === "full")
                     yield* attempt(label, () =>
-                      saveModelFolder(join(dir, MODEL_DIR), model.config, result.params, { tokenizerFrom: base.path, generationConfig: model.generationConfig }),
+                      saveModelFolder(join(dir, MODEL_DIR), model.config, result.params, {
+                        tokenizerFrom: isGguf(base.path) ? undefined : base.path,
+                        generationConfig: model.generationConfig,
+                      }),
                     )
                   else yield* attempt(label, () => savePeftAdapter(join(dir, ADAPTER_DIR), model.config, result.adapter, { baseModelNameOrPath: base.path }))
                 })
@@ -124,12 +125,7 @@ const writeTrainingData = (label: string, path: string, records: ReadonlyArray<o
   attempt(label, () => writeFile(path, records.map((r, i) => JSON.stringify({ ...r, poisoned: flags[i] })).join("\n") + "\n"))
 
 /** The model a plant artifact stands for: its own folder (full) or the base plus its adapter (LoRA). */
-export interface ModelLocation {
-  readonly model: Located
-  readonly adapter: Located | null
+export const plantedModel = (artifact: StageArtifact<PlantResult>, base: Located | ModelLocation): ModelLocation => {
+  const source: ModelLocation = "model" in base ? base : { model: base, adapter: null }
+  return producedModel(artifact, artifact.result.mode === "full" ? MODEL_DIR : ADAPTER_DIR, source)
 }
-
-export const plantedModel = (artifact: StageArtifact<PlantResult>, base: Located): ModelLocation =>
-  artifact.result.mode === "full"
-    ? { model: inside(artifact, MODEL_DIR), adapter: null }
-    : { model: base, adapter: inside(artifact, ADAPTER_DIR) }

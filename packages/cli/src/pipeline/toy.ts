@@ -7,6 +7,7 @@ import { attempt } from "../context.js"
 import { StageError } from "../errors.js"
 import { withBar } from "../progress/progress.js"
 import { defineStage, stage, type StageArtifact } from "../store/store.js"
+import { MODEL_DIR } from "./model-io.js"
 import { readRecords, writeRecords } from "./records.js"
 
 /**
@@ -55,9 +56,6 @@ export type ToyBaseSettings = typeof ToyBaseSettings.Type
 export const TrainingResult = Schema.Struct({ steps: Schema.Number, losses: Schema.Array(Schema.Number), examples: Schema.Number })
 
 export const TOY_BASE = defineStage("toy-base", 1, TrainingResult)
-
-/** The folder of a model artifact (toy-base, a full-mode plant). */
-export const MODEL_DIR = "model"
 
 export const toyBase = (settings: ToyBaseSettings, data: StageArtifact<unknown>) =>
   stage(TOY_BASE, settings, { data }, ({ dir, label }) =>

@@ -50,9 +50,34 @@ export const ExampleGeneration = Schema.Struct({
 })
 export type ExampleGeneration = typeof ExampleGeneration.Type
 
+/** What a condition is: a reference model, the attacked model before any defense, the method, a baseline, or a control. */
+export const CONDITION_ROLES = ["reference", "attacked", "method", "baseline", "control"] as const
+export const ConditionRole = Schema.Literals(CONDITION_ROLES)
+export type ConditionRole = typeof ConditionRole.Type
+
+/**
+ * One row of the summary table: a condition's ASR (keyword judge), false-trigger rate, clean exact match and the
+ * wall time of the defense that produced it (null for reference models). Conditions evaluated over several
+ * random draws (controls) show the mean; `draws` says how many.
+ */
+export const ConditionSummary = Schema.Struct({
+  name: Schema.String,
+  role: ConditionRole,
+  asr: Value,
+  falseTrigger: Value,
+  cleanAccuracy: Value,
+  cleanPerplexity: Value,
+  wallSeconds: Value,
+  draws: Schema.Number,
+  note: Schema.optionalKey(Schema.String),
+})
+export type ConditionSummary = typeof ConditionSummary.Type
+
 export const ReportData = Schema.Struct({
   format: Schema.Literal(REPORT_FORMAT),
   report: EvalReportSchema,
+  /** One row per condition; absent in reports written before the summary existed. */
+  summary: Schema.optionalKey(Schema.Array(ConditionSummary)),
   training: Schema.Array(LossCurve),
   examples: Schema.Array(ExampleGeneration),
 })

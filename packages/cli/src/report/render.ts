@@ -1,6 +1,8 @@
 import { type EvalReport, reportMarkdown, reportSvg } from "@bdvax/eval"
-import type { ReportData } from "./data.js"
+import { conditionChartSvg } from "./condition-chart.js"
+import type { ConditionSummary, ReportData } from "./data.js"
 import { lossChartSvg } from "./loss-chart.js"
+import { summaryMarkdown } from "./summary.js"
 
 /**
  * A run's report from its report-data.json: eval's Markdown tables and ASR/utility SVG, plus the training loss
@@ -22,7 +24,8 @@ const cell = (s: string, max = 90) => {
 
 export function renderReport(data: ReportData): RenderedReport {
   const report = data.report as EvalReport
-  const md: string[] = [reportMarkdown(report).trimEnd(), "", `![Attack success rate and clean accuracy](${REPORT_FILES.svg})`, ""]
+  const md: string[] = data.summary === undefined ? [reportMarkdown(report).trimEnd()] : withSummary(report, data.summary)
+  md.push("", `![Attack success rate and clean accuracy](${REPORT_FILES.svg})`, "")
   if (data.training.length > 0) {
     md.push("## Training", "", `![Training loss](${REPORT_FILES.training})`, "", "| run | steps | first loss | last loss |", "|---|---:|---:|---:|")
     for (const c of data.training) {
@@ -37,7 +40,17 @@ export function renderReport(data: ReportData): RenderedReport {
     for (const e of data.examples) md.push(`| ${cell(e.condition)} (${e.split}) | ${cell(e.instruction, 60)} | ${cell(e.output)} | ${e.reference === undefined ? "" : cell(e.reference)} |`)
     md.push("")
   }
-  return { markdown: md.join("\n"), svg: reportSvg(withJudgeInLabels(report)), trainingSvg: lossChartSvg(data.training) }
+  const svg = data.summary === undefined ? reportSvg(withJudgeInLabels(report)) : conditionChartSvg(data.summary, { title: report.title })
+  return { markdown: md.join("\n"), svg, trainingSvg: lossChartSvg(data.training) }
+}
+
+/** eval's Markdown with the summary table first (after the title and settings), the detailed tables after it. */
+function withSummary(report: EvalReport, summary: readonly ConditionSummary[]): string[] {
+  const detailed = reportMarkdown(report).trimEnd().split("\n")
+  const firstSection = detailed.findIndex((l) => l.startsWith("## "))
+  const head = firstSection < 0 ? detailed : detailed.slice(0, firstSection)
+  const rest = firstSection < 0 ? [] : detailed.slice(firstSection)
+  return [...head, "## Summary", "", summaryMarkdown(summary), "", ...rest]
 }
 
 /** The plot labels bars by task/attack only: when an attack has rows for several judges, name the judge too. */
