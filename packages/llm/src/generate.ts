@@ -147,6 +147,8 @@ export async function generate(config: ModelConfig, params: Params, promptIds: r
         last.dispose()
       }
       steps += 1
+      // CPU reads resolve at once: give the event loop a turn now and then during long generations
+      if (steps % 16 === 0) await new Promise<void>((resolve) => setImmediate(resolve))
       if (stepNo === 0) prefillMs = performance.now() - t0
       const u = temperature > 0 ? hostUniforms(options.rng!, b) : null
       const next: number[] = []

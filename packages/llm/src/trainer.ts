@@ -304,6 +304,9 @@ export async function trainSft(config: ModelConfig, params: Params, examples: re
           norm?.dispose()
         }
         if (options.onCheckpoint && options.checkpointEvery && step % options.checkpointEvery === 0) await options.onCheckpoint(step)
+        // On the CPU backend every read resolves at once, so a long run would never give the event loop a turn
+        // (timers, progress redraws, a test runner's heartbeats): yield once per optimizer step, which costs microseconds.
+        await yieldToEventLoop()
       }
     }
   } finally {
@@ -312,3 +315,5 @@ export async function trainSft(config: ModelConfig, params: Params, examples: re
   }
   return { losses, gradNorms, lrs, steps: step, inputTokens, elapsedMs: performance.now() - t0 }
 }
+
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
