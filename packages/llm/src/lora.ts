@@ -12,7 +12,10 @@ import { type ModelConfig, parameterShape } from "./model-config.js"
 /** The linear layers of a Llama/Mistral decoder layer, in Hugging Face's order. */
 export const LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const
 
-const MODULE_PARENT: Record<string, string> = {
+export type LinearModuleName = (typeof LINEAR_MODULES)[number]
+
+/** The submodule each linear layer lives in: model.layers.i.{self_attn|mlp}.<name>. */
+export const MODULE_PARENT: Readonly<Record<LinearModuleName, "self_attn" | "mlp">> = {
   q_proj: "self_attn",
   k_proj: "self_attn",
   v_proj: "self_attn",

@@ -1,3 +1,4 @@
+import { MODULE_PARENT } from "@bdvax/llm"
 import type { ModelShape } from "./model-shape.js"
 import { kvGroupOf } from "./model-shape.js"
 
@@ -27,15 +28,7 @@ export type MlpModule = (typeof MLP_MODULES)[number]
 export type AttentionModule = (typeof ATTENTION_MODULES)[number]
 export type LinearModule = MlpModule | AttentionModule
 
-const PARENT: Record<LinearModule, string> = {
-  q_proj: "self_attn",
-  k_proj: "self_attn",
-  v_proj: "self_attn",
-  o_proj: "self_attn",
-  gate_proj: "mlp",
-  up_proj: "mlp",
-  down_proj: "mlp",
-}
+const PARENT: Readonly<Record<LinearModule, string>> = MODULE_PARENT
 
 /** The module path, e.g. "model.layers.3.mlp.gate_proj" (LoRA's module names). */
 export const modulePath = (layer: number, module: LinearModule): string => `model.layers.${layer}.${PARENT[module]}.${module}`

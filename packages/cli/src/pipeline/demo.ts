@@ -187,7 +187,7 @@ export const toyWorldBase = (s: DemoSettings) =>
 /** Plant a backdoor into the toy base: poisoned copies of the planting records, held-out records rehearsed. */
 export const toyPlant = (settings: PlantSettings, world: Effect.Success<ReturnType<typeof toyWorldBase>>, label = "plant") =>
   Effect.gen(function* () {
-    const planted = yield* plant(settings, world.baseModel, world.defenderClean, label, world.heldOut)
+    const planted = yield* plant(settings, world.baseModel, world.defenderClean, label, process.env.H10_NOREH ? null : world.heldOut)
     return { planted, suspect: plantedModel(planted, world.baseModel) }
   })
 
