@@ -1,12 +1,13 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { Effect, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { TOY_TOKENIZER_DIR, toyInstructionRecords, toyLlamaConfig, writeInstructions } from "@bdvax/attacks"
 import { Device, Rng } from "@bdvax/core-tensor"
 import { initParams, saveModelFolder, Tokenizer } from "@bdvax/llm"
 import { afterAll, describe, expect, it } from "vitest"
-import { decodeOptions, decodeValue, Experiment, experimentCells, formatPath, PositiveInt } from "../src/index.js"
+import { type DemoFlags, demoSettingsOf } from "../src/commands/demo.js"
+import { DEMO_DEFAULTS, DEMO_LORA_PLANT, decodeOptions, decodeValue, Experiment, experimentCells, formatPath, PositiveInt } from "../src/index.js"
 import { runBdvax } from "./cli-process.js"
 
 const GOOD = {
@@ -67,6 +68,42 @@ describe("experiment file schema", () => {
     if (r._tag === "Success") throw new Error("expected a failure")
     expect(r.failure.option).toBe("--plant-epochs")
     expect(r.failure.message).toBe("bdvax demo: --plant-epochs: expected a positive integer, got -2")
+  })
+})
+
+describe("bdvax demo settings", () => {
+  /** The flags as parsed when none is given on the command line. */
+  const { signatureSeed: _, ...plain } = DEMO_DEFAULTS
+  const none = Option.none()
+  const unset: DemoFlags = {
+    ...plain,
+    plantEpochs: none, plantLr: none, variantLr: none, rho: none, purifyLr: none,
+    signatureSeed: none, evalLimit: none, variantMaxSteps: none, purifyMaxSteps: none,
+    baselines: DEMO_DEFAULTS.baselines.join(","),
+  }
+  const settingsOf = (flags: Partial<DemoFlags>) => Effect.runPromise(demoSettingsOf({ ...unset, ...flags }))
+
+  it("are DEMO_DEFAULTS without flags, the signature seed --seed + 7", async () => {
+    expect(await settingsOf({})).toEqual(DEMO_DEFAULTS)
+    expect(DEMO_DEFAULTS.signatureSeed).toBe(DEMO_DEFAULTS.seed + 7)
+  })
+
+  it("derive the signature seed from --seed unless --signature-seed is given (never a picked draw)", async () => {
+    expect((await settingsOf({ seed: 1 })).signatureSeed).toBe(8)
+    expect((await settingsOf({ seed: 2 })).signatureSeed).toBe(9)
+    expect((await settingsOf({ seed: 1, signatureSeed: Option.some(1242) })).signatureSeed).toBe(1242)
+  })
+
+  it("take the LoRA plant, rates and ρ with --mode lora unless the flags say otherwise", async () => {
+    const lora = await settingsOf({ mode: "lora" })
+    expect(lora).toMatchObject({ ...DEMO_LORA_PLANT, mode: "lora" })
+    expect((await settingsOf({ mode: "lora", rho: Option.some(0.2) })).rho).toBe(0.2)
+  })
+
+  it("fail naming the flag", async () => {
+    const r = await Effect.runPromise(Effect.result(demoSettingsOf({ ...unset, signatureSeed: Option.some(-3) })))
+    if (r._tag === "Success") throw new Error("expected a failure")
+    expect(r.failure.message).toBe("bdvax demo: --signature-seed: expected an integer seed in [0, 2^53), got -3")
   })
 })
 

@@ -4,7 +4,7 @@ import { join } from "node:path"
 import { readSignatureFile } from "@bdvax/signature"
 import { Effect } from "effect"
 import { afterAll, describe, expect, it } from "vitest"
-import { decodeValue, ReportData } from "../src/index.js"
+import { DEMO_DEFAULTS, decodeValue, ReportData } from "../src/index.js"
 import { runBdvax } from "./cli-process.js"
 
 /**
@@ -94,7 +94,10 @@ describe("bdvax demo (small settings)", () => {
     expect(sig.settings.lambda).toBe(100)
     expect(JSON.stringify(sig.settings.variants)).not.toContain("BadMagic")
     const channels = sig.selection.mlp.reduce((n, l) => n + l.channels.length, 0)
-    expect(channels).toBe(Math.round(0.2 * 2 * 128)) // ρ 0.2 of 2 layers × 128 MLP channels
+    expect(channels).toBe(Math.round(DEMO_DEFAULTS.rho * 2 * 128)) // ρ of 2 layers × 128 MLP channels
+    // the variant draw follows --seed by a fixed rule (default --seed 1234 → 1241), and the report says so
+    expect(sig.settings.seed).toBe(DEMO_DEFAULTS.seed + 7)
+    expect(readFileSync(join(runDir, "report.md"), "utf8")).toContain(`signature seed ${DEMO_DEFAULTS.seed + 7} (the defender's variant draw; --seed + 7, a fixed rule, not a draw picked for its result)`)
     expect(demo.signature.channels).toBe(channels)
   })
 

@@ -15,6 +15,7 @@ import { externalInput } from "../store/hash.js"
 import { Store } from "../store/store.js"
 import { adapterFlag, outFlag, recordsFlag } from "./common-flags.js"
 import { pairSettingsOf, signatureSettingsOf } from "./signature.js"
+import { DEMO_DEFAULTS, DEMO_LORA_PLANT } from "../pipeline/demo.js"
 import { checkSuspectFlags, suspectSource, toySettings } from "./suspect.js"
 
 /**
@@ -35,7 +36,7 @@ export const purifyCommand = Command.make(
     toy: Flag.Boolean("toy").pipe(Flag.withDescription("Purify the demo's backdoored toy model (its stages, signature included, run in the run folder)"), Flag.withDefault(false)),
     mode: Flag.Literals("mode", ["full", "lora"]).pipe(Flag.withDescription("With --toy: the toy backdoor in a full model or a LoRA adapter"), Flag.withDefault("full" as "full" | "lora")),
     epochs: Flag.Int("epochs").pipe(Flag.withDescription("Epochs of the clean finetune after the surgery"), Flag.withDefault(5)),
-    lr: Flag.Finite("lr").pipe(Flag.withDescription("Learning rate of the clean finetune (default 1e-5 full / 2e-4 LoRA, the paper's; --toy 1e-3)"), Flag.optional),
+    lr: Flag.Finite("lr").pipe(Flag.withDescription(`Learning rate of the clean finetune (default 1e-5 full / 2e-4 LoRA, the paper's; --toy ${DEMO_DEFAULTS.purifyLr} / ${DEMO_LORA_PLANT.purifyLr})`), Flag.optional),
     batchSize: Flag.Int("batch-size").pipe(Flag.withDescription("Examples per batch (default 4; --toy 8)"), Flag.optional),
     maxSteps: Flag.Int("max-steps").pipe(Flag.withDescription("Stop the finetune after this many optimizer steps"), Flag.optional),
     noFinetune: Flag.Boolean("no-finetune").pipe(Flag.withDescription("The surgery alone, no finetune"), Flag.withDefault(false)),

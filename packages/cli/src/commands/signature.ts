@@ -13,13 +13,14 @@ import type { VariantPairSettings } from "../pipeline/variant-pair.js"
 import { formatSeconds } from "../report/summary.js"
 import { Store } from "../store/store.js"
 import { adapterFlag, outFlag, recordsFlag } from "./common-flags.js"
+import { DEMO_DEFAULTS, DEMO_LORA_PLANT } from "../pipeline/demo.js"
 import { checkSuspectFlags, suspectSource, toySettings } from "./suspect.js"
 
 /**
  * `bdvax signature`: the backdoor signature of a suspicious model — N variant pairs (one stage each, so an
  * interrupted run keeps the finished pairs), Eq. 2 scores, the top-ρ channels — written as a signature file.
  * Defaults are the paper's for real models (N 6, λ 0.01, ρ 3% full / 35% LoRA, lr 1e-5 / 2e-4) and the demo's
- * for `--toy` (λ 100, ρ 0.2, lr 1e-3; see the demo for why).
+ * for `--toy` (λ 100, ρ 0.5, lr 1e-3, the demo's signature seed; see the demo for why).
  */
 const SignatureOptions = Schema.Struct({
   variants: PositiveInt,
@@ -52,7 +53,7 @@ export const signatureFlags = {
   lr: optionalNumber("lr", `Learning rate of the variant finetunes (default ${DEFAULT_LR.full} full / ${DEFAULT_LR.adapter} adapter; --toy 1e-3 / 1e-2)`),
   batchSize: optionalInt("batch-size", "Examples per batch (default 4; --toy 8)"),
   lambda: optionalNumber("lambda", "Weight λ of the cross-variant cosine agreement in Eq. 2 (default 0.01; --toy 100)"),
-  rho: optionalNumber("rho", `Fraction of MLP channels in the signature (default ${DEFAULT_RHO.full} full / ${DEFAULT_RHO.adapter} adapter; --toy 0.2 / 0.35)`),
+  rho: optionalNumber("rho", `Fraction of MLP channels in the signature (default ${DEFAULT_RHO.full} full / ${DEFAULT_RHO.adapter} adapter; --toy ${DEMO_DEFAULTS.rho} / ${DEMO_LORA_PLANT.rho})`),
   rhoHeads: optionalNumber("rho-heads", "Fraction of attention heads to select too (default none; heads are always scored)"),
   seed: optionalInt("seed", "Seed of the variants and their data (default 0; --toy the demo's)"),
   out: outFlag("the signature file (JSON)"),

@@ -19,7 +19,7 @@ import {
  * plants the (attack, task) backdoor into the model, applies the defense and evaluates it; all cells go into one
  * report. Unset fields take the method's defaults (ARCHITECTURE.md) for real models — immunization with N = 6
  * variant pairs, λ = 0.01, ρ = 3% (full) / 35% (LoRA), 5 epochs of clean finetuning at 1e-5 / 2e-4; CROW α = 5.5,
- * ε = 0.1 — and the demo's settings for the toy model (`bdvax demo`: λ 100, ρ 0.2, its rates and plant).
+ * ε = 0.1 — and the demo's settings for the toy model (`bdvax demo`: λ 100, ρ 0.5, its rates and plant).
  *
  * Data: the toy model brings its own (planting records = the defender's clean data, held-out records = test).
  * A folder model takes `data.clean` / `data.test` (Alpaca records; triggered prompts are made by inserting the

@@ -30,17 +30,27 @@ import type { VariantPairSettings } from "./variant-pair.js"
  *
  * Toy-scale settings (see README): λ = 100 rather than the paper's 0.01 — per-channel delta norms are ~0.1 here
  * (a 7B model finetuned at 1e-5 moves each channel far less), so at λ = 0.01 the cosine term (in [0, 1]) adds at
- * most 0.01 (the norms spread by ~0.008) and Eq. 2 ranks essentially by the norm, missing the association
- * machinery; the "paper's λ" row shows it.
- * ρ = 0.2 of the 256 MLP channels (full) / 0.35 (LoRA, the paper's adapter ratio). Rates are the tiny model's
- * (variants 1e-3, finetune 1e-3 full; 1e-2 / 1e-3 LoRA), not a 7B model's.
+ * most 0.01 (the norms' standard deviation is ~0.01) and Eq. 2 ranks essentially by the norm, missing the
+ * association machinery; the "paper's λ" row shows it. Rates are the tiny model's, not a 7B model's.
  *
- * The plant (half the planting records get a poisoned copy, 6 epochs at 2e-3; ASR ≈ 90%) was tuned together with
- * the defense. At toy scale the method's window is narrow: a plant of every record for 12 epochs spreads the
- * backdoor over most MLP channels and it survives every defense at this budget, the method included (reinit of
- * even the channels the attack itself moved most leaves half of it); milder plants fall to finetuning alone.
- * Here finetuning alone leaves ~20%, random channels at the same ratio ~15%, the signature ~0–20% depending on
- * the variant draw — the signature seed is the demo's choice, and `bdvax ablate seeds` shows the spread.
+ * How the defaults were set (tests/e2e/immunization.test.ts found a robust point in its own toy world; the demo's
+ * world differs — the base knows the held-out answers and the plant rehearses them, so that clean exact match on
+ * the held-out records measures what planting and purification cost — and each setting was re-checked here over
+ * --seed 1234, 1 … 7, every one a different data split, base, plant, trigger placement and variant draw):
+ *  - variant pairs as in the e2e test (N 6, |D_c^i| 40, half poisoned, 6 epochs at 1e-3), λ 100;
+ *  - the signature seed is --seed + 7 (signatureSeedFor), not a draw picked for its result;
+ *  - plant: half the planting records get a poisoned copy, 6 epochs at 2e-3 (ASR 62–96% over those seeds). The
+ *    e2e test's firmer plant (40% copies, 20 epochs at 1e-3) spreads the rehearsed world's backdoor beyond any
+ *    MLP selection on some seeds (seed 1: 71% left after the method, and 75% after putting back the 35% of
+ *    channels the attack itself moved most); dropping the rehearsal instead leaves 50–75% clean exact match on
+ *    the held-out records after purification;
+ *  - ρ = 0.5: the e2e test's 0.35 left 42–46% on three of the eight seeds (0.4: 38–46% on two), 0.5 at most 17%;
+ *  - purification and every baseline: 5 epochs at 3e-4 (the e2e test's 1e-4 left 21% on seed 1234; the demo's
+ *    former 1e-3 let finetuning alone remove most of the backdoor, leaving little to compare).
+ * Outcome (README, "Other seeds"): the method leaves < 20% on 11 of 12 seeds (1234, 1 … 11; 8–11 run after the
+ * choice), finetuning alone 8–100%, random channels at the same ratio 0–85% (mean 22%, so at this ρ the selection
+ * beats random clearly on a few seeds only); seed 9's plant (100%) survives every defense, the method's included.
+ * LoRA mode keeps its own plant and rates (DEMO_LORA_PLANT) and the paper's adapter ρ 0.35.
  */
 export interface DemoSettings {
   readonly seed: number
@@ -80,8 +90,18 @@ export interface DemoSettings {
 
 const ALL_BASELINES: readonly BaselineMethod[] = ["finetune", "magnitude-prune", "fine-prune", "quantize-int4", "crow"]
 
+/**
+ * The defender's variant seed follows the world seed at a fixed offset (the e2e test's convention: world seed + 7),
+ * so every `--seed` gets its draw without anyone choosing it for its result.
+ */
+export const SIGNATURE_SEED_OFFSET = 7
+export const signatureSeedFor = (seed: number): number => seed + SIGNATURE_SEED_OFFSET
+
+/** The demo's default --seed (the e2e test's world seed). */
+const DEMO_SEED = 1234
+
 export const DEMO_DEFAULTS: DemoSettings = {
-  seed: 1234,
+  seed: DEMO_SEED,
   heldOut: 24,
   baseEpochs: 60,
   baseLr: 3e-3,
@@ -94,7 +114,7 @@ export const DEMO_DEFAULTS: DemoSettings = {
   maxNewTokens: 48,
   evalBatchSize: 24,
   evalLimit: null,
-  signatureSeed: 1242,
+  signatureSeed: signatureSeedFor(DEMO_SEED),
   variants: 6,
   variantSubset: 40,
   variantRatio: 0.5,
@@ -102,9 +122,9 @@ export const DEMO_DEFAULTS: DemoSettings = {
   variantLr: 1e-3,
   variantMaxSteps: null,
   lambda: 100,
-  rho: 0.2,
+  rho: 0.5,
   purifyEpochs: 5,
-  purifyLr: 1e-3,
+  purifyLr: 3e-4,
   purifyMaxSteps: null,
   randomDraws: 3,
   baselines: ALL_BASELINES,
@@ -187,7 +207,7 @@ export const toyWorldBase = (s: DemoSettings) =>
 /** Plant a backdoor into the toy base: poisoned copies of the planting records, held-out records rehearsed. */
 export const toyPlant = (settings: PlantSettings, world: Effect.Success<ReturnType<typeof toyWorldBase>>, label = "plant") =>
   Effect.gen(function* () {
-    const planted = yield* plant(settings, world.baseModel, world.defenderClean, label, process.env.H10_NOREH ? null : world.heldOut)
+    const planted = yield* plant(settings, world.baseModel, world.defenderClean, label, world.heldOut)
     return { planted, suspect: plantedModel(planted, world.baseModel) }
   })
 
@@ -283,7 +303,7 @@ export const runDemo = (s: DemoSettings) =>
           `defender: the backdoored model and the ${w.data.result.plant} clean records only — no trigger, no behaviour; ${s.variants} variant pairs with synthetic keys and behaviours (subset ${s.variantSubset}, ${Math.round(100 * s.variantRatio)}% poisoned, ${s.variantEpochs} epochs, lr ${s.variantLr})`,
           `signature: Eq. 2 with λ = ${s.lambda}, top ρ = ${s.rho} of the MLP channels → ${sig.channels} channels (${sig.perLayer.map((l) => `layer ${l.layer}: ${l.channels}`).join(", ")})`,
           `why λ = ${s.lambda}, not the paper's ${PAPER_LAMBDA}: at toy scale the per-channel delta norms are ~0.1 and differ between channels by ~0.01, so with λ = ${PAPER_LAMBDA} the cosine-agreement term (in [0, 1]) adds at most 0.01 and Eq. 2 ranks channels mostly by norm — the association machinery the cross-variant agreement points at is under-weighted (row "signature at λ = ${PAPER_LAMBDA}"; \`bdvax ablate score\` compares the terms)`,
-          `signature seed ${s.signatureSeed} (the defender's variant draw): at toy scale the outcome depends on the draw — \`bdvax ablate seeds\` shows the spread over other seeds next to random channels`,
+          `signature seed ${s.signatureSeed} (the defender's variant draw; ${s.signatureSeed === signatureSeedFor(s.seed) ? `--seed + ${SIGNATURE_SEED_OFFSET}, a fixed rule, not a draw picked for its result` : "set by --signature-seed"}): at toy scale the outcome depends on the world and the draw — \`bdvax ablate seeds\` shows the spread over variant draws, and packages/cli/README.md the demo over twelve --seed values`,
           `every finetune (purification and baselines): ${s.purifyEpochs} epochs, lr ${s.purifyLr}, batch ${s.batchSize}, on the same ${w.data.result.plant} clean records; pruning baselines and the random control act on the same ratio ρ = ${s.rho}`,
           "ASR: keyword judge on the triggered held-out prompts; false trigger: the same judge on the clean held-out prompts; clean exact match: the one-word answers; wall time: the defense's stages (the method's includes its signature)",
         ],
