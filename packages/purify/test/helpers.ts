@@ -1,33 +1,8 @@
 import { Device, type Tensor } from "@bdvax/core-tensor"
-import type { ModelConfig, Params, SftExample } from "@bdvax/llm"
+import type { Params, SftExample } from "@bdvax/llm"
 
-/** A tiny Llama (GQA: 4 query heads in 2 KV groups, head_dim 8); override what a test needs. */
-export function tinyConfig(overrides: Partial<ModelConfig> = {}): ModelConfig {
-  return {
-    architecture: "llama",
-    vocabSize: 40,
-    hiddenSize: 32,
-    intermediateSize: 48,
-    numHiddenLayers: 2,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 2,
-    headDim: 8,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    ropeScaling: { ropeType: "default" },
-    maxPositionEmbeddings: 64,
-    tieWordEmbeddings: false,
-    slidingWindow: null,
-    attentionBias: false,
-    mlpBias: false,
-    initializerRange: 0.2,
-    bosTokenId: 1,
-    eosTokenId: [2],
-    padTokenId: 0,
-    hiddenAct: "silu",
-    ...overrides,
-  }
-}
+/** The llm tests' tiny Llama (GQA: 4 query heads in 2 KV groups, head_dim 8); override what a test needs. */
+export { tinyConfig } from "../../llm/test/tiny-config.js"
 
 let cpu: Promise<Device> | null = null
 export const cpuDevice = (): Promise<Device> => (cpu ??= Device.create("cpu"))
