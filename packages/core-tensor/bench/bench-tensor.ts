@@ -25,13 +25,13 @@
  * and tfjs are spot-checked (16 entries against a float64 dot product) on the warm-up run. A row that fails prints
  * "failed: <message>"; a library that cannot run prints "unavailable: <why>".
  */
-import { spawn } from "node:child_process"
 import { existsSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { AdamW, type BackendName, Device, Rng, type Tensor, ops, valueAndGrad } from "../src/index.js"
+import { type ChildOutput, childTrouble, runPeerProcess } from "./peer-process.js"
 import {
   BLOCK,
   MATMUL_SHAPES,
@@ -473,84 +473,10 @@ async function benchBackend(name: BackendName): Promise<RowResult> {
 
 // ---- peers ------------------------------------------------------------------------------------------------------
 
-interface ChildOutput {
-  lastJson: unknown
-  stderrTail: string[]
-  code: number | null
-  signal: NodeJS.Signals | null
-  timedOut: boolean
-  spawnError?: string
-}
-
-/**
- * Runs a peer process. Each stdout line is a JSON snapshot of its results so far (the last one wins); stderr lines
- * that start with "[peer]" are forwarded as progress, the others kept (last 12, clipped) to explain a failure.
- */
-function runChild(label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<ChildOutput> {
-  return new Promise((resolve) => {
-    const out: ChildOutput = { lastJson: undefined, stderrTail: [], code: null, signal: null, timedOut: false }
-    let child: ReturnType<typeof spawn>
-    try {
-      child = spawn(command, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
-    } catch (e) {
-      out.spawnError = errText(e)
-      resolve(out)
-      return
-    }
-    const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void) => {
-      let buf = ""
-      stream.setEncoding("utf8")
-      stream.on("data", (chunk: string) => {
-        buf += chunk
-        let i: number
-        while ((i = buf.indexOf("\n")) >= 0) {
-          onLine(buf.slice(0, i))
-          buf = buf.slice(i + 1)
-        }
-      })
-      stream.on("end", () => {
-        if (buf !== "") onLine(buf)
-      })
-    }
-    lines(child.stdout!, (line) => {
-      if (!line.startsWith("{")) return
-      try {
-        out.lastJson = JSON.parse(line)
-      } catch {
-        // a line cut short by a crash: keep the previous snapshot
-      }
-    })
-    lines(child.stderr!, (line) => {
-      if (line.startsWith("[peer] ")) progress(`${label}: ${line.slice(7)}`)
-      else if (line.trim() !== "") {
-        out.stderrTail.push(line.length > 300 ? `${line.slice(0, 300)}…` : line)
-        if (out.stderrTail.length > 12) out.stderrTail.shift()
-      }
-    })
-    const timer = setTimeout(() => {
-      out.timedOut = true
-      child.kill("SIGKILL")
-    }, PEER_TIMEOUT_MS)
-    child.on("error", (e) => {
-      out.spawnError = errText(e)
-    })
-    child.on("close", (code, signal) => {
-      clearTimeout(timer)
-      out.code = code
-      out.signal = signal
-      resolve(out)
-    })
-  })
-}
-
-/** Why a peer process ended badly, or undefined when it exited cleanly. */
-function childTrouble(c: ChildOutput): string | undefined {
-  if (c.spawnError !== undefined) return `could not start: ${c.spawnError}`
-  if (c.timedOut) return `killed after ${PEER_TIMEOUT_MS / 1000} s`
-  if (c.code === 0) return undefined
-  const why = c.stderrTail.filter((l) => /error|abort|fail|killed|memory/i.test(l)).slice(-2).join(" ") || c.stderrTail.slice(-2).join(" ")
-  return `exited with ${c.signal ?? `status ${c.code}`}${why !== "" ? `: ${why.replace(/\s+/g, " ").slice(0, 300)}` : ""}`
-}
+/** A peer process with this bench's timeout and progress line. */
+const runChild = (label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<ChildOutput> =>
+  runPeerProcess({ label, command, args, env, cwd: REPO_ROOT, timeoutMs: PEER_TIMEOUT_MS, progress })
+const peerTrouble = (c: ChildOutput) => childTrouble(c, PEER_TIMEOUT_MS)
 
 const peerArgs = (coldLimit = false) => [
   "--budget",
@@ -596,7 +522,7 @@ async function runTorchPeer(): Promise<RowResult[]> {
   for (const k of unset) delete env[k]
   progress(`torch: ${path.relative(REPO_ROOT, python) || python} ${path.relative(REPO_ROOT, TORCH_SCRIPT)} ${args.slice(1).join(" ")}`)
   const c = await runChild("torch", python, args, env)
-  const trouble = childTrouble(c)
+  const trouble = peerTrouble(c)
   const torch = emptyRow("torch", "torch cpu")
   const numpy = emptyRow("numpy", "numpy")
   const j = c.lastJson as TorchJson | undefined
@@ -630,7 +556,7 @@ async function runJsPeer(name: keyof typeof JS_PEERS): Promise<RowResult> {
   const args = [...process.execArgv, path.join(BENCH_DIR, script), ...common]
   progress(`${name}: ${path.relative(REPO_ROOT, path.join(BENCH_DIR, script))} ${common.join(" ")}`)
   const c = await runChild(name, process.execPath, args, process.env)
-  const trouble = childTrouble(c)
+  const trouble = peerTrouble(c)
   const row = c.lastJson as RowResult | undefined
   if (row === undefined) {
     const r = emptyRow(name === "tfjs" ? "tfjs-wasm" : name, { "jax-js": "jax-js wasm", "jax-js-1t": "jax-js wasm 1t", tfjs: "tfjs wasm" }[name])

