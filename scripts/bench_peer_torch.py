@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Peer figures for packages/core-tensor/bench/bench-tensor.ts: the same workloads in PyTorch (CPU) and NumPy.
 
-  python3 scripts/bench_peer_torch.py [--json] [--quick] [--budget SECONDS] [--max-runs N] [--cold-limit SECONDS]
+  python3 scripts/bench_peer_torch.py [--json] [--quick] [--budget SECONDS] [--max-runs N] [--min-time SECONDS]
+                                     [--cold-limit SECONDS]
                                       [--no-torch] [--no-numpy] [--no-transposed] [--no-mlp] [--no-block]
 
 PyTorch, with torch.set_num_threads(os.cpu_count()):
@@ -17,8 +18,8 @@ PyTorch, with torch.set_num_threads(os.cpu_count()):
     torch.profiler's memory events (profile_memory=True; tracemalloc does not see torch's allocator).
 NumPy (its own BLAS threads): matmul and the transpose variants (`.T` views, handed to BLAS without a copy).
 
-Timing: one warm-up run, then timed runs until `max-runs` runs or (≥ 1 run and ≥ `budget` seconds); the median is
-reported. With --json, every stdout line is the whole result so far as one JSON object (the last line is final), so
+Timing: one warm-up run, then timed runs until (≥ `max-runs` runs and ≥ `min-time` seconds of them) or (≥ 1 run and
+≥ `budget` seconds) or 1000 runs; the median is reported — the same rule as bench/shared.ts `measure`. With --json, every stdout line is the whole result so far as one JSON object (the last line is final), so
 a run that dies half-way still reports what it measured; progress goes to stderr as "[peer] …" lines. Exits 0 when
 neither torch nor numpy can be imported ("available": false).
 """
@@ -60,8 +61,11 @@ def err_text(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:400]
 
 
-def measure(fn, budget: float, max_runs: int, cold_limit: float | None = None) -> dict:
-    """Warm-up run, then timed runs until max_runs, or ≥ 1 run and ≥ budget seconds; median in ms.
+MAX_TIMED_RUNS = 1000
+
+
+def measure(fn, budget: float, max_runs: int, cold_limit: float | None = None, min_time: float = 0.0) -> dict:
+    """Warm-up run, then timed runs until (≥ max_runs and ≥ min_time s) or (≥ 1 run and ≥ budget s); median in ms.
 
     With cold_limit (--quick), a warm-up that alone takes ≥ cold_limit seconds is reported as the single run."""
     w0 = time.perf_counter()
@@ -71,11 +75,14 @@ def measure(fn, budget: float, max_runs: int, cold_limit: float | None = None) -
         return {"ms": warm, "min_ms": warm, "runs": 1, "all_ms": [round(warm, 2)], "cold": True}
     times = []
     start = time.perf_counter()
-    while len(times) < max_runs:
+    while True:
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-        if time.perf_counter() - start >= budget:
+        elapsed = time.perf_counter() - start
+        if elapsed >= budget or len(times) >= MAX_TIMED_RUNS:
+            break
+        if len(times) >= max_runs and elapsed >= min_time:
             break
     return {"ms": statistics.median(times), "min_ms": min(times), "runs": len(times), "all_ms": [round(t, 2) for t in times]}
 
@@ -307,6 +314,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer runs, skip 2048^3")
     ap.add_argument("--budget", type=float, default=None, help="seconds per measurement after warm-up")
     ap.add_argument("--max-runs", type=int, default=None, help="timed runs per measurement at most")
+    ap.add_argument("--min-time", type=float, default=None, help="keep timing past --max-runs until this many seconds")
     ap.add_argument("--cold-limit", type=float, default=None, help="report a warm-up this slow (s) as the only run")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--no-numpy", action="store_true")
@@ -316,7 +324,8 @@ def main() -> int:
     args = ap.parse_args()
     budget = args.budget if args.budget is not None else (1.0 if args.quick else 3.0)
     max_runs = args.max_runs if args.max_runs is not None else (5 if args.quick else 20)
-    opts = (budget, max_runs, args.cold_limit)
+    min_time = args.min_time if args.min_time is not None else (0.25 if args.quick else 0.5)
+    opts = (budget, max_runs, args.cold_limit, min_time)
     shapes = [s for s in MATMUL_SHAPES if not (args.quick and s in QUICK_SKIP)]
     threads = os.cpu_count() or 1
 
@@ -327,6 +336,7 @@ def main() -> int:
         "threads": threads,
         "budget_s": budget,
         "max_runs": max_runs,
+        "min_time_s": min_time,
         "torch": {"available": False, "error": "skipped (--no-torch)"},
         "numpy": {"available": False, "error": "skipped (--no-numpy)"},
     }

@@ -14,10 +14,11 @@
  *   4. forward + backward of one Llama block (the SmolLM2-135M block), with its peak memory.
  *
  *   pnpm bench:tensor [--quick] [--backends cpu,webgpu] [--peers torch,jax-js,tfjs] [--sections …] [--json PATH]
- *                     [--no-peer] [--budget S] [--max-runs N]
+ *                     [--no-peer] [--budget S] [--max-runs N] [--min-time S]
  *
  * Methodology: every measurement is one warm-up run (pipeline compilation, jit, buffer pools), then timed runs
- * until `max-runs` runs or (≥ 1 run and ≥ `budget` seconds), reporting the median. bdvax's timed region ends with
+ * until (≥ `max-runs` runs and ≥ `min-time` seconds) or (≥ 1 run and ≥ `budget` seconds), reporting the median — so
+ * a sub-millisecond product gets hundreds of runs, not three (shared.ts measure). bdvax's timed region ends with
  * `await dev.flush()`, jax-js's with blockUntilReady, so queued work is counted. With --quick, a tfjs measurement
  * whose warm-up alone takes ≥ 2 × budget reports that run as its only run (marked *): tfjs compiles nothing on first
  * use and its slowest kernels take seconds; everything that compiles on first use (bdvax pipelines and generated
@@ -82,6 +83,7 @@ const { values: flags } = parseArgs({
     "no-peer": { type: "boolean", default: false },
     budget: { type: "string" },
     "max-runs": { type: "string" },
+    "min-time": { type: "string" },
     help: { type: "boolean", short: "h", default: false },
   },
   allowPositionals: false,
@@ -99,7 +101,8 @@ if (flags.help) {
       "  --no-peer            same as --peers none",
       "  --json PATH          also write every figure as JSON to PATH",
       "  --budget S           seconds per measurement after warm-up (default 3, quick 1)",
-      "  --max-runs N         timed runs per measurement at most (default 10, quick 3)",
+      "  --max-runs N         timed runs per measurement, unless --min-time needs more (default 10, quick 3)",
+      "  --min-time S         keep timing past --max-runs until S seconds of runs (default 0.5, quick 0.25)",
     ].join("\n"),
   )
   process.exit(0)
@@ -120,9 +123,10 @@ function listFlag<T extends string>(name: string, raw: string, allowed: readonly
 const QUICK = flags.quick === true
 const BUDGET_S = flags.budget !== undefined ? Number(flags.budget) : QUICK ? 1 : 3
 const MAX_RUNS = flags["max-runs"] !== undefined ? Number(flags["max-runs"]) : QUICK ? 3 : 10
+const MIN_TIME_S = flags["min-time"] !== undefined ? Number(flags["min-time"]) : QUICK ? 0.25 : 0.5
 /** --quick, tfjs only (no first-use compilation there): a warm-up this slow is reported as the single run. */
 const COLD_LIMIT_S = QUICK ? 2 * BUDGET_S : undefined
-const OPTS: MeasureOptions = { budgetS: BUDGET_S, maxRuns: MAX_RUNS }
+const OPTS: MeasureOptions = { budgetS: BUDGET_S, maxRuns: MAX_RUNS, minTimeS: MIN_TIME_S }
 /** A single awaited step (flush / read-back) longer than this is reported as a failure instead of hanging. */
 const AWAIT_TIMEOUT_MS = (QUICK ? 1 : 5) * 60_000
 /** --quick (CI): a bdvax backend that has used this much time skips its remaining measurements. */
@@ -132,8 +136,8 @@ const PEER_TIMEOUT_MS = (QUICK ? 2 : 10) * 60_000
 const BACKENDS = listFlag<BackendName>("backend", flags.backends!, ["cpu", "webgpu"])
 const PEERS = flags["no-peer"] ? [] : listFlag<PeerName>("peer", flags.peers!, PEER_NAMES)
 const SECTIONS = new Set(listFlag<Section>("section", flags.sections!, SECTION_NAMES))
-if (!(BUDGET_S > 0) || !(MAX_RUNS >= 1)) {
-  console.error("bench-tensor: --budget must be > 0 and --max-runs ≥ 1")
+if (!(BUDGET_S > 0) || !(MAX_RUNS >= 1) || !(MIN_TIME_S >= 0)) {
+  console.error("bench-tensor: --budget must be > 0, --max-runs ≥ 1 and --min-time ≥ 0")
   process.exit(2)
 }
 const SHAPES = MATMUL_SHAPES.filter((s) => !(QUICK && QUICK_SKIP.has(shapeKey(s))))
@@ -483,6 +487,8 @@ const peerArgs = (coldLimit = false) => [
   String(BUDGET_S),
   "--max-runs",
   String(MAX_RUNS),
+  "--min-time",
+  String(MIN_TIME_S),
   ...(QUICK ? ["--quick"] : []),
   ...(coldLimit && COLD_LIMIT_S !== undefined ? ["--cold-limit", String(COLD_LIMIT_S)] : []),
 ]
@@ -616,6 +622,7 @@ async function main(): Promise<void> {
     quick: QUICK,
     budget_s: BUDGET_S,
     max_runs: MAX_RUNS,
+    min_time_s: MIN_TIME_S,
     cold_limit_s: COLD_LIMIT_S ?? null,
     backends: BACKENDS,
     peers: PEERS,
@@ -708,7 +715,9 @@ async function main(): Promise<void> {
     const what = r.available ? [r.name, r.device].filter((s) => s !== undefined).join(": ") : clip(`unavailable: ${r.error}`, 120)
     out.push(`${r.label.padEnd(14)}: ${what}`)
   }
-  out.push(`method  : warm-up, then median of ≤ ${MAX_RUNS} runs (stop after ≥ 1 run and ≥ ${BUDGET_S} s); device work flushed inside the timed region`)
+  out.push(
+    `method  : warm-up, then the median of timed runs: ≥ ${MAX_RUNS} runs and ≥ ${MIN_TIME_S} s of them, stopping at ${BUDGET_S} s (≥ 1 run); device work flushed inside the timed region`,
+  )
   if (QUICK && PEERS.includes("tfjs"))
     out.push(`          * = --quick, tfjs only: its warm-up alone took ≥ ${COLD_LIMIT_S} s and is the only run (tfjs compiles nothing on first use)`)
   const load1 = (machine.load_avg as number[])[0]

@@ -121,12 +121,22 @@ export interface MeasureOptions {
    * (`cold: true`) instead of timing another call, so that the slowest rows do not eat CI's time.
    */
   coldLimitS?: number
+  /**
+   * Keep timing past `maxRuns` until this many seconds of timed runs (still within `budgetS`). Three runs of a
+   * sub-millisecond product are mostly the transient after the warm-up (caches, TLB, threads waking), not the
+   * product, and their median swung 2–3× between identical runs; a floor in time gives short workloads hundreds
+   * of runs and long ones (≥ minTimeS / maxRuns each) still `maxRuns`. Every library gets the same rule.
+   */
+  minTimeS?: number
 }
 
+/** Timed runs of one measurement at most, whatever the time floor (keeps all_ms a readable size). */
+export const MAX_TIMED_RUNS = 1000
+
 /**
- * One warm-up call (`warmUp`, default: an untimed `run`), then timed calls until `maxRuns` or (≥ 1 run and
- * ≥ `budgetS`). `run` does the work up to and including the device flush and returns a cleanup that is called after
- * the clock stops. Reports the median.
+ * One warm-up call (`warmUp`, default: an untimed `run`), then timed calls until (≥ `maxRuns` runs and ≥ `minTimeS`)
+ * or (≥ 1 run and ≥ `budgetS`) or MAX_TIMED_RUNS. `run` does the work up to and including the device flush and
+ * returns a cleanup that is called after the clock stops. Reports the median.
  */
 export async function measure(
   opts: MeasureOptions,
@@ -142,12 +152,15 @@ export async function measure(
   }
   const times: number[] = []
   const start = performance.now()
-  while (times.length < opts.maxRuns) {
+  const minMs = (opts.minTimeS ?? 0) * 1000
+  for (;;) {
     const t0 = performance.now()
     const cleanup = await run()
     times.push(performance.now() - t0)
     cleanup()
-    if (performance.now() - start >= opts.budgetS * 1000) break
+    const elapsed = performance.now() - start
+    if (elapsed >= opts.budgetS * 1000 || times.length >= MAX_TIMED_RUNS) break
+    if (times.length >= opts.maxRuns && elapsed >= minMs) break
   }
   const sorted = [...times].sort((a, b) => a - b)
   const mid = sorted.length >> 1
@@ -215,7 +228,7 @@ export interface PeerArgs extends MeasureOptions {
   options: Map<string, string>
 }
 
-/** `--budget S --max-runs N [--quick] [--cold-limit S] [--sections matmul,transposed,mlp] [--option key=value]…` */
+/** `--budget S --max-runs N [--min-time S] [--quick] [--cold-limit S] [--sections matmul,transposed,mlp] [--option key=value]…` */
 export function parsePeerArgs(argv: readonly string[]): PeerArgs {
   const args: PeerArgs = { budgetS: 3, maxRuns: 10, quick: false, sections: new Set(["matmul", "transposed", "mlp"]), options: new Map() }
   for (let i = 0; i < argv.length; i++) {
@@ -223,6 +236,7 @@ export function parsePeerArgs(argv: readonly string[]): PeerArgs {
     if (a === "--quick") args.quick = true
     else if (a === "--budget") args.budgetS = Number(argv[++i])
     else if (a === "--max-runs") args.maxRuns = Number(argv[++i])
+    else if (a === "--min-time") args.minTimeS = Number(argv[++i])
     else if (a === "--cold-limit") args.coldLimitS = Number(argv[++i])
     else if (a === "--sections") args.sections = new Set(argv[++i].split(",").filter((s) => s !== ""))
     else if (a === "--option") {

@@ -1,5 +1,5 @@
 import { type Backend, type BackendName, type KernelCall, specOf } from "./backend.js"
-import { createCpuBackend } from "./backends/cpu/cpu-backend.js"
+import { startCpuBackend } from "./backends/cpu/cpu-backend.js"
 import { type CreateDType, type DType, packHalves, storageArray } from "./dtype.js"
 import { BufferLimitError, shapeError } from "./errors.js"
 import { MemoryAccount, type MemoryStats, Storage } from "./memory.js"
@@ -18,9 +18,12 @@ export class Device {
 
   constructor(readonly backend: Backend) {}
 
-  /** `cpu` is synchronous underneath; `webgpu` needs a Vulkan/Metal/D3D adapter (see BackendUnavailableError). */
+  /**
+   * `cpu` resolves once its worker threads are up (its kernels are synchronous); `webgpu` needs a
+   * Vulkan/Metal/D3D adapter (see BackendUnavailableError).
+   */
   static async create(name: BackendName): Promise<Device> {
-    if (name === "cpu") return new Device(createCpuBackend())
+    if (name === "cpu") return new Device(await startCpuBackend())
     const { createWebGpuBackend } = await import("./backends/webgpu/webgpu-backend.js")
     return new Device(await createWebGpuBackend())
   }

@@ -13,6 +13,7 @@ import { adamwJs } from "../src/backends/cpu/optim.js"
 import { ropeJs } from "../src/backends/cpu/rope.js"
 import { softmaxBackwardJs, softmaxJs } from "../src/backends/cpu/softmax.js"
 import { siluMulBackwardJs, siluMulJs } from "../src/backends/cpu/swiglu.js"
+import { defaultThreadCount } from "../src/backends/cpu/pool.js"
 import { Runtime, wasmRuntime } from "../src/backends/cpu/wasm-runtime.js"
 import { Device, ops, Rng } from "../src/index.js"
 import { contiguousStrides } from "../src/shape.js"
@@ -171,13 +172,15 @@ describe("wasm gemm vs the JS reference (both register tiles: 6 × 8, and 6 × 1
 })
 
 describe("thread pool", () => {
-  it("starts workers on demand, runs jobs on them, stops with the last user and restarts", async () => {
+  it("starts workers with the first user, runs jobs on them, stops with the last user and restarts", async () => {
     const rt = new Runtime() // a private runtime (own module instance and pool) over the shared heap
-    rt.acquire()
-    rt.startWorkers()
     const stats = () => rt.pool.stats()
-    const deadline = Date.now() + 20_000
-    while (stats().ready < stats().workers && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    expect(stats().workers).toBe(0)
+    rt.acquire()
+    const expected = defaultThreadCount() - 1
+    expect(stats().workers).toBe(Math.max(0, expected))
+    expect(await rt.workersReady(20_000)).toBe(true)
+    expect(stats().ready).toBe(stats().workers)
     // A job of many small tasks: a[i] = a[i] + b[i] over disjoint chunks, all threads claiming dynamically.
     const n = 1 << 16
     const a = rt.heap.alloc(4 * n)
@@ -200,6 +203,7 @@ describe("thread pool", () => {
     expect(stats().workers).toBe(0)
     job() // no user: runs on the calling thread only
     rt.acquire()
+    expect(stats().workers).toBe(Math.max(0, expected))
     job()
     rt.release()
     rt.heap.free(a, 4 * n)
@@ -304,6 +308,14 @@ describe("shared heap allocator", () => {
 })
 
 describe("several cpu devices in one process", () => {
+  it("Device.create resolves with the worker threads up, so the first products run on every thread", async () => {
+    const dev = await Device.create("cpu")
+    const { workers, ready } = wasmRuntime().pool.stats()
+    expect(workers).toBe(Math.max(0, defaultThreadCount() - 1))
+    expect(ready).toBe(workers)
+    dev.destroy()
+  })
+
   it("interleaved dispatches on two devices share the heap and the pool safely", async () => {
     const d1 = await Device.create("cpu")
     const d2 = await Device.create("cpu")

@@ -1,7 +1,7 @@
 /**
  * Peer for bench-tensor.ts: jax-js (@jax-js/jax) on its "wasm" device in Node, every workload jit-compiled.
  *
- *   tsx packages/core-tensor/bench/peers/jax-js.ts [--quick] [--budget S] [--max-runs N] [--sections …] [--option threads=none]
+ *   tsx packages/core-tensor/bench/peers/jax-js.ts [--quick] [--budget S] [--max-runs N] [--min-time S] [--sections …] [--option threads=none]
  *
  * jax-js spreads its wasm kernels over Web Workers when `SharedArrayBuffer` and a global `Worker` exist. Node has
  * no global `Worker`, so out of the box jax-js runs single-threaded there; by default this peer installs a small

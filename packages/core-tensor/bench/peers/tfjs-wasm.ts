@@ -1,7 +1,7 @@
 /**
  * Peer for bench-tensor.ts: TensorFlow.js (@tensorflow/tfjs-core) on @tensorflow/tfjs-backend-wasm in Node.
  *
- *   tsx packages/core-tensor/bench/peers/tfjs-wasm.ts [--quick] [--budget S] [--max-runs N] [--sections …]
+ *   tsx packages/core-tensor/bench/peers/tfjs-wasm.ts [--quick] [--budget S] [--max-runs N] [--min-time S] [--sections …]
  *
  * Threads: `setThreadsCount(availableParallelism)` is called before `setBackend("wasm")`, as the backend's README
  * says, but tfjs-backend-wasm 4.x hard-wires WASM_HAS_MULTITHREAD_SUPPORT to false under Node (tfjs issue #3830),

@@ -160,6 +160,14 @@ function checkRange(op: string, buffer: CpuBuffer, byteOffset: number, byteLengt
   }
 }
 
+/** A CPU backend; its worker threads are still coming up (jobs run on the threads that are up meanwhile). */
 export function createCpuBackend(): Backend {
   return new CpuBackend()
+}
+
+/** A CPU backend whose worker threads are up (or, after `timeoutMs`, as many as came up): what Device.create uses. */
+export async function startCpuBackend(timeoutMs = 5000): Promise<Backend> {
+  const backend = new CpuBackend()
+  await wasmRuntime().workersReady(timeoutMs)
+  return backend
 }

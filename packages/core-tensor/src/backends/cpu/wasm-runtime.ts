@@ -10,7 +10,8 @@ import { emitGemm, type GemmShape, SCRATCH_A_TAG, SCRATCH_BYTES } from "./wasm-g
 /**
  * The process-wide WASM runtime of the CPU backend: the generated module (compiled once), the main thread's
  * instance over the shared heap, and the worker pool. Every CPU backend of the process shares it; the pool's
- * workers start on the first parallel job of a live backend and stop when the last backend is destroyed.
+ * workers start with the first live backend (Device.create waits until they are up, see workersReady) and stop
+ * when the last backend is destroyed.
  */
 
 /** Does this engine accept relaxed-simd's f32x4.relaxed_madd? (Node ≥ 22 does; else mul + add.) */
@@ -148,9 +149,29 @@ export class Runtime {
     this.gemm = calibrate(this.exports, this.heap)
   }
 
-  /** A backend starts using the runtime. */
+  /**
+   * A backend starts using the runtime: the workers start now rather than on the first parallel job. They take
+   * 50–150 ms to come up (a thread, a Node environment, an instance of the module), and a job published
+   * meanwhile runs on the calling thread alone — which made the first ~100 ms of every process run at half
+   * speed (the first products of a benchmark measured 0.34–0.6× their steady rate).
+   */
   acquire(): void {
     this.users++
+    this.startWorkers()
+  }
+
+  /**
+   * Resolves once every worker has instantiated the module (true), or after `timeoutMs` (false: the jobs run
+   * on the threads that are up, so a slow start costs speed, never correctness).
+   */
+  async workersReady(timeoutMs = 5000): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs
+    for (;;) {
+      const { workers, ready } = this.pool.stats()
+      if (ready >= workers) return true
+      if (performance.now() > deadline) return false
+      await new Promise((resolve) => setTimeout(resolve, 1))
+    }
   }
 
   /** A backend is destroyed; the last one stops the workers. */
@@ -163,7 +184,7 @@ export class Runtime {
     }
   }
 
-  /** Run the pool's pending tasks, on all threads when `parallel` (starting the workers on first use). */
+  /** Run the pool's pending tasks, on all threads when `parallel` (starting the workers if they were stopped). */
   run(parallel: boolean): void {
     if (parallel && !this.pool.started) this.startWorkers()
     this.pool.run(parallel)
@@ -186,7 +207,7 @@ export class Runtime {
     for (const s of this.workerScratch) i32[(s + SCRATCH_A_TAG) / 4] = 0
   }
 
-  /** Start the workers now (they start on the first parallel job otherwise); only while a backend is live. */
+  /** Start the workers (acquire does; a parallel job does if they are not running); only while a backend is live. */
   startWorkers(): void {
     if (this.pool.started || this.users === 0) return
     const workers = defaultThreadCount() - 1
