@@ -694,8 +694,35 @@ async function main(): Promise<void> {
     }
   }
   const cpuRow = usable("cpu")
+  const numpyRow = usable("numpy")
   const goalValue = timeRatio(cpuRow?.mlp, jaxRow?.mlp)
+  // The matmul goal (issue #3): cpu ≥ 0.5 × numpy's GFLOP/s at 1024³ and 64×576×1536, every transpose variant;
+  // the worst of them is the figure.
+  const matmulGoal = (() => {
+    let worst: { value: number; at: string } | null = null
+    let missing = cpuRow === undefined || numpyRow === undefined
+    for (const s of TRANSPOSE_SHAPES)
+      for (const v of VARIANTS) {
+        const mine = cpuRow === undefined ? undefined : variantOf(cpuRow, shapeKey(s), v)?.gflops
+        const theirs = numpyRow === undefined ? undefined : variantOf(numpyRow, shapeKey(s), v)?.gflops
+        if (mine === undefined || theirs === undefined) {
+          missing = true
+          continue
+        }
+        if (worst === null || mine / theirs < worst.value) worst = { value: mine / theirs, at: `${shapeKey(s)} ${v}` }
+      }
+    return {
+      description: "bdvax cpu f32 matmul GFLOP/s ≥ 0.5 × numpy's at 1024³ and 64×576×1536, every transpose variant (worst case)",
+      target: 0.5,
+      value: missing ? null : (worst?.value ?? null),
+      worst_at: worst?.at ?? null,
+      met: missing || worst === null ? null : worst.value >= 0.5,
+    }
+  })()
+  // The block goal: cpu ≥ 0.5 × PyTorch's speed, i.e. step time ≤ 2 × torch's.
+  const blockValue = timeRatio(cpuRow?.block, torch?.block)
   const goals = {
+    matmul_cpu_vs_numpy: matmulGoal,
     mlp_cpu_vs_jax: {
       description: "bdvax cpu MLP training step time ≤ 0.5 × jax-js's",
       target: 0.5,
@@ -703,7 +730,15 @@ async function main(): Promise<void> {
       jax_row: jaxRow?.id ?? null,
       met: goalValue === null ? null : goalValue <= 0.5,
     },
+    block_cpu_vs_torch: {
+      description: "bdvax cpu Llama-block step time ≤ 2 × PyTorch CPU's (speed ≥ 0.5 ×)",
+      target: 2,
+      value: blockValue,
+      met: blockValue === null ? null : blockValue <= 2,
+    },
   }
+  const goalText = (value: number | null, met: boolean | null, extra = "") =>
+    value === null ? "not measured (needs both rows)" : `${fmtRatio(value)} (${met ? "met" : "not met"}${extra})`
 
   // ---- print ----
   const out: string[] = []
@@ -768,6 +803,11 @@ async function main(): Promise<void> {
       out.push(table(header, body))
       out.push("")
     }
+    if (SECTIONS.has("matmul")) {
+      const g = goals.matmul_cpu_vs_numpy
+      out.push(`   goal: bdvax cpu ≥ 0.50× numpy's GFLOP/s, every variant at ${TRANSPOSE_SHAPES.map(shapeKey).join(" and ")} → worst ${goalText(g.value, g.met, g.worst_at === null ? "" : `, at ${g.worst_at}`)}`)
+      out.push("")
+    }
   }
 
   const stepTable = (title: string[], pick: (r: RowResult) => StepResult | undefined, withJax: boolean, withFlops: boolean) => {
@@ -819,11 +859,7 @@ async function main(): Promise<void> {
       true,
     )
     const v = goals.mlp_cpu_vs_jax
-    out.push(
-      `   goal: bdvax cpu ≤ 0.50× jax-js's step time → ${
-        v.value === null ? "not measured" : `${fmtRatio(v.value)} (${v.met ? "met" : "not met"}${jaxRow !== undefined && jaxRow.id !== "jax-js" ? `, against ${jaxRow.label}` : ""})`
-      }`,
-    )
+    out.push(`   goal: bdvax cpu ≤ 0.50× jax-js's step time → ${goalText(v.value, v.met, jaxRow !== undefined && jaxRow.id !== "jax-js" ? `, against ${jaxRow.label}` : "")}`)
     out.push("")
   }
 
@@ -839,6 +875,8 @@ async function main(): Promise<void> {
       false,
       false,
     )
+    const g = goals.block_cpu_vs_torch
+    out.push(`   goal: bdvax cpu ≤ 2× torch cpu's step time (≥ 0.5× its speed) → ${goalText(g.value, g.met)}`)
     out.push("")
   }
 

@@ -78,6 +78,10 @@ export class Tape {
         grads.delete(t)
         g.dispose()
       }
+      // This node's vjp has run, and it runs once: what the node kept for it (input/output aliases, saved
+      // intermediates) can go now rather than when the tape is released, so activations are freed in reverse
+      // order during the backward pass, as their last reader finishes.
+      if (this.consuming) this.releaseNode(node)
     }
     return grads
   }
@@ -110,9 +114,19 @@ export class Tape {
     return order
   }
 
+  /**
+   * Set by a caller that runs `backward` once and then releases the tape (valueAndGrad): each node's kept
+   * tensors are disposed as soon as its vjp has run.
+   */
+  consuming = false
+
+  private releaseNode(node: GradNode): void {
+    for (const t of node.owned) t.dispose()
+  }
+
   /** Dispose every tensor the tape kept for backward, and cut the graph. */
   release(): void {
-    for (const node of this.nodes) for (const t of node.owned) t.dispose()
+    for (const node of this.nodes) this.releaseNode(node)
     this.nodes.length = 0
     this.nodesSet.clear()
     this.watched.clear()
