@@ -17,6 +17,7 @@ import { defaultThreadCount } from "../src/backends/cpu/pool.js"
 import { Runtime, wasmRuntime } from "../src/backends/cpu/wasm-runtime.js"
 import { Device, ops, Rng } from "../src/index.js"
 import { contiguousStrides } from "../src/shape.js"
+import { sequence, size } from "./sequence.js"
 
 /**
  * The CPU backend's WASM machinery: the generated SIMD GEMM against the JS reference kernel over many shapes and
@@ -25,18 +26,6 @@ import { contiguousStrides } from "../src/shape.js"
 const backend = createCpuBackend()
 afterAll(() => backend.destroy())
 
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
-
-/** A deterministic pseudo-random sequence in [-1, 1). */
-function sequence(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = ((s >>> 8) / 16777216) * 2 - 1
-  }
-  return out
-}
 
 /** A float32 view of `shape` over a fresh buffer of `storage` elements with given strides and offset. */
 function view(shape: number[], strides: number[], offset: number, storage: number, seed: number): View {
@@ -157,11 +146,10 @@ describe("wasm gemm vs the JS reference (both register tiles: 6 × 8, and 6 × 1
 
   it("runs on the worker threads when the pool is up", async () => {
     const rt = wasmRuntime()
-    rt.startWorkers()
     const stats = () => rt.pool.stats()
-    // Wait (bounded) for the workers to come up; a single-core machine has none, and then the main thread does it all.
-    const deadline = Date.now() + 20_000
-    while (stats().ready < stats().workers && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+    // The backend started the workers; wait (bounded) until they are up. A single-core machine has none, and then
+    // the main thread does it all.
+    await rt.workersReady(20_000)
     const before = stats().workerTasks
     const until = Date.now() + 20_000
     let i = 0

@@ -9,6 +9,7 @@ import { claimTask, publishRanges } from "../src/backends/cpu/pool.js"
 import { SCRATCH_A_BYTES, SCRATCH_B_BYTES } from "../src/backends/cpu/wasm-gemm.js"
 import { wasmRuntime } from "../src/backends/cpu/wasm-runtime.js"
 import { contiguousStrides } from "../src/shape.js"
+import { sequence, size } from "./sequence.js"
 
 /**
  * The CPU GEMM's task plan (gemm-plan.ts), the pool's range claiming (pool.ts), and every path the short-M
@@ -22,23 +23,9 @@ afterAll(() => backend.destroy())
 
 /** Same as the pool's workers: started up front so that plans see every thread (threads > 1 where the machine has them). */
 beforeAll(async () => {
-  const rt = wasmRuntime()
-  rt.startWorkers()
-  const deadline = Date.now() + 20_000
-  while (rt.pool.stats().ready < rt.pool.stats().workers && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  await wasmRuntime().workersReady(20_000)
 })
 
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
-
-function sequence(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1
-  const out = new Float32Array(n)
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    out[i] = ((s >>> 8) / 16777216) * 2 - 1
-  }
-  return out
-}
 
 function tensorView(shape: number[], strides: number[], storage: number, seed: number): View {
   const buffer = backend.alloc(Math.max(1, storage) * 4)
