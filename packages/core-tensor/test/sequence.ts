@@ -11,3 +11,20 @@ export function sequence(n: number, seed: number): Float32Array {
   }
   return out
 }
+
+/** mulberry32: a stream of deterministic uniforms in [0, 1), so a failure reproduces. */
+export function mulberry32(seed: number): () => number {
+  let s = seed >>> 0
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = Math.imul(s ^ (s >>> 15), s | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** n deterministic values in [lo, hi) (mulberry32). */
+export function values(n: number, seed: number, lo = -2, hi = 2): number[] {
+  const next = mulberry32(seed)
+  return Array.from({ length: n }, () => lo + (hi - lo) * next())
+}

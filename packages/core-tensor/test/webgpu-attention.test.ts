@@ -3,6 +3,7 @@ import { type Backend, type KernelCall, specOf, type View } from "../src/backend
 import { createCpuBackend } from "../src/backends/cpu/cpu-backend.js"
 import { createWebGpuBackend, type WebGpuBackend } from "../src/backends/webgpu/webgpu-backend.js"
 import { ACCUMULATING, assertClose } from "./tolerance.js"
+import { mulberry32 as makeRandom } from "./sequence.js"
 
 /**
  * The fused attention kernels, WebGPU against the CPU reference (cpu/attention.ts), on shapes the golden
@@ -29,16 +30,6 @@ afterAll(() => {
   cpu?.destroy()
 })
 
-function makeRandom(seed: number) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rand = makeRandom(99)
 const normal = () => Math.sqrt(-2 * Math.log(1 - rand())) * Math.cos(2 * Math.PI * rand())
 

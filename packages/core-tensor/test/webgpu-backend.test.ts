@@ -5,6 +5,7 @@ import { createWebGpuBackend } from "../src/backends/webgpu/webgpu-backend.js"
 import { type DType, storageArray } from "../src/dtype.js"
 import { BufferLimitError } from "../src/errors.js"
 import { ACCUMULATING, assertClose, ELEMENTWISE, EXACT, type Tolerance } from "./tolerance.js"
+import { mulberry32 as makeRandom } from "./sequence.js"
 
 /**
  * The WebGPU backend against the CPU backend, kernel by kernel: the same call with the same random inputs on
@@ -40,17 +41,6 @@ interface HostTensor {
   readonly offset: number
 }
 
-/** Deterministic inputs (mulberry32), so a failure reproduces. */
-function makeRandom(seed: number) {
-  let s = seed >>> 0
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = s
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 const rand = makeRandom(1234)
 
 const contiguousStrides = (shape: readonly number[]) => {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { createWebGpuBackend } from "../src/backends/webgpu/webgpu-backend.js"
 import { AdamW, Device, DTypeError, expectNoLeaks, fromHalfBits, ops, type Tensor, tidy, toHalfBits, valueAndGrad } from "../src/index.js"
 import { device } from "./devices.js"
+import { values } from "./sequence.js"
 
 /**
  * float16 storage: float32 values kept as IEEE halves on WebGPU (where the adapter has shader-f16), read by
@@ -14,16 +15,6 @@ import { device } from "./devices.js"
  * only error left is that f32 accumulation: 1e-5·(1 + Σ|a_k b_k|).
  */
 
-/** Deterministic values in [lo, hi) (mulberry32). */
-function values(n: number, seed: number, lo = -2, hi = 2): number[] {
-  let s = seed >>> 0
-  return Array.from({ length: n }, () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), s | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296)
-  })
-}
 
 const U16 = 2 ** -11
 const roundHalf = (x: number) => fromHalfBits(toHalfBits(x))

@@ -3,6 +3,7 @@ import { type DeviceBuffer, specOf } from "../src/backend.js"
 import { createWebGpuBackend, type WebGpuBackend, type WebGpuStats } from "../src/backends/webgpu/webgpu-backend.js"
 import { AdamW, Device, expectNoLeaks, ops, Rng, type Tensor, tidy, valueAndGrad } from "../src/index.js"
 import { type BlockConfig, blockLoss, makeBlock, ropeTables } from "../examples/tiny-models.js"
+import { values } from "./sequence.js"
 
 /**
  * Element-wise fusion on WebGPU (README "Element-wise fusion"): the same programs on a backend with fusion and
@@ -35,16 +36,6 @@ async function counted<R>(dev: Device, fn: () => Promise<R>): Promise<{ result: 
   return { result, delta }
 }
 
-/** Deterministic values in [lo, hi) (mulberry32). */
-function values(n: number, seed: number, lo = -2, hi = 2): number[] {
-  let s = seed >>> 0
-  return Array.from({ length: n }, () => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), s | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296)
-  })
-}
 
 /** The stored 32-bit words of a tensor: bitwise comparison, NaN payloads and signed zeros included. */
 async function words(t: Tensor): Promise<number[]> {
