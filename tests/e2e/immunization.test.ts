@@ -38,7 +38,9 @@ import { type ToyWorld, toyWorld, trainCleanBase, WORLD_SEED, yieldToEventLoop }
  * libraries over plant seeds 1237/1239/1240 × signature seeds 1241/1242/1244 — and across a CPU-GEMM change that
  * moved every float — only a firmer plant and a larger ρ stayed robust (numbers below and in the report):
  * - plant: full 40% poisoned copies, 20 epochs at 1e-3 (the prototype's 12 epochs gave 83% ASR on one GEMM and
- *   50–67% on the next; 20 epochs give 83–100% over five plant seeds). Adapter: 80% poisoned, 30 epochs at 1e-2
+ *   50–67% on the next; 20 epochs gave 83–100% over five plant seeds — and, after the weight-gradient fold in
+ *   ops.matmul changed the rounding again, 75% at plant seed 1239, below this test's 80% precondition, 96–100% at
+ *   1237 and 1240). Adapter: 80% poisoned, 30 epochs at 1e-2
  *   (the prototype's 60% at 2e-2 diverged on some seeds: 0–100%; this gives 96–100%).
  * - rates: the tiny model's (variants 1e-3 full / 1e-2 LoRA; light finetune 1e-4 full / 2e-4 LoRA, the paper's
  *   LoRA rate — at 1e-3 plain finetuning alone already removed the toy adapter backdoor for most plant seeds,
@@ -51,8 +53,10 @@ import { type ToyWorld, toyWorld, trainCleanBase, WORLD_SEED, yieldToEventLoop }
  * - ρ = 0.35 in both modes (the paper's LoRA ratio; its 3% full-model ratio is for 11008-channel MLPs, the toy
  *   has 128). Full mode, nine plant × signature seed pairs: signature reinit + finetune left 0–8% ASR at ρ 0.35,
  *   but up to 96% at ρ 0.1 and up to 88% at ρ 0.2; random channels + finetune at 0.35 left 4–100%, plain
- *   finetuning 75–100%. Adapter mode: any 20% or more of a rank-8 adapter's MLP channels zeroed + finetune
- *   removed the toy backdoor (signature 0–4%, random draws 0–17%), while plain finetuning left 67–96%: the random
+ *   finetuning 75–100%. Re-run on the current build (weight-gradient fold): the method 0–17%, random channels +
+ *   finetune (mean of 3) 36–86%, plain finetuning 71–96%. Adapter mode: any 20% or more of a rank-8 adapter's
+ *   MLP channels zeroed + finetune removed the toy backdoor (signature 0–4%, random draws 0–17%; current build:
+ *   signature 0%, random means 0–22%), while plain finetuning left 67–96% (current build 46–100%): the random
  *   control shows that the selection is not what matters there at this scale, and the test claims no more.
  */
 
@@ -274,8 +278,8 @@ describe("immunization removes an unknown backdoor from a tiny Llama (toy world,
 
     it("the signature's channels matter: reinit alone removes far more of the backdoor than random channels", () => {
       // Over plant seeds 1237/1239/1240 × signature seeds 1241/1242/1244: signature 0–17% vs the mean of the three
-      // random draws 36–97%, never closer than 36 points (a single random third of the channels can hit the
-      // machinery too — one draw here reaches 0% — hence the mean).
+      // random draws 36–97%, never closer than 36 points (current build: 0–17% vs 54–88%, at least 46 points apart;
+      // a single random third of the channels can hit the machinery too — one draw reached 0% — hence the mean).
       const signatureOnly = rowOf("signature reinit, no finetune", "full").asr
       const randomOnly = rowOf("random channels (same ratio) reinit, no finetune", "full").asr
       expect(signatureOnly).toBeLessThanOrEqual(randomOnly - 0.2)
