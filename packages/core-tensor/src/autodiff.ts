@@ -39,7 +39,8 @@ export class Tape {
 
   /**
    * Gradients of `out` (seeded with `seed`, which the caller owns) with respect to every watched tensor that
-   * `out` depends on. Intermediate cotangents are disposed as soon as they have been propagated.
+   * `out` depends on. Intermediate cotangents are disposed as soon as they have been propagated, and each node's
+   * kept tensors as soon as its vjp has run: a tape runs `backward` once (valueAndGrad), then is released.
    */
   backward(out: Tensor, seed: Tensor): Map<Tensor, Tensor> {
     const order = this.topologicalOrder(out)
@@ -81,7 +82,7 @@ export class Tape {
       // This node's vjp has run, and it runs once: what the node kept for it (input/output aliases, saved
       // intermediates) can go now rather than when the tape is released, so activations are freed in reverse
       // order during the backward pass, as their last reader finishes.
-      if (this.consuming) this.releaseNode(node)
+      this.releaseNode(node)
     }
     return grads
   }
@@ -113,12 +114,6 @@ export class Tape {
     }
     return order
   }
-
-  /**
-   * Set by a caller that runs `backward` once and then releases the tape (valueAndGrad): each node's kept
-   * tensors are disposed as soon as its vjp has run.
-   */
-  consuming = false
 
   private releaseNode(node: GradNode): void {
     for (const t of node.owned) t.dispose()

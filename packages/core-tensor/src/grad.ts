@@ -19,7 +19,6 @@ export function valueAndGrad<P extends ParamTree, A extends unknown[]>(
   return (params: P, ...args: A) => {
     const leaves = flattenTree(params, isTensor)
     const tape = new Tape()
-    tape.consuming = true
     for (const leaf of leaves) {
       if (leaf.dtype !== "float32") throw new GradientError({ op: "valueAndGrad", message: `valueAndGrad: parameter ${leaf} is ${leaf.dtype}; only float32 tensors have gradients` })
       tape.watch(leaf)
@@ -30,7 +29,7 @@ export function valueAndGrad<P extends ParamTree, A extends unknown[]>(
         let value: Tensor
         try {
           // A scope of its own: f's intermediates lose this handle as soon as f returns, so each lives on only
-          // through the tape's aliases, which the backward pass drops node by node (Tape.consuming).
+          // through the tape's aliases, which the backward pass drops node by node (Tape.backward).
           value = tidy(() => f(params, ...args))
         } finally {
           popTape()

@@ -184,9 +184,8 @@ export class Runtime {
     }
   }
 
-  /** Run the pool's pending tasks, on all threads when `parallel` (starting the workers if they were stopped). */
+  /** Run the pool's pending tasks, on all threads when `parallel` (on the calling thread alone while no worker is up). */
   run(parallel: boolean): void {
-    if (parallel && !this.pool.started) this.startWorkers()
     this.pool.run(parallel)
   }
 
@@ -207,8 +206,8 @@ export class Runtime {
     for (const s of this.workerScratch) i32[(s + SCRATCH_A_TAG) / 4] = 0
   }
 
-  /** Start the workers (acquire does; a parallel job does if they are not running); only while a backend is live. */
-  startWorkers(): void {
+  /** Start the workers (acquire does); only while a backend is live. */
+  private startWorkers(): void {
     if (this.pool.started || this.users === 0) return
     const workers = defaultThreadCount() - 1
     if (workers <= 0) return
